@@ -1,0 +1,1 @@
+"""The offline data pipeline: prompts → candidates (stage 1, Ray) → pairs (stage 2, polars) → evaluation."""

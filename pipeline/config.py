@@ -1,0 +1,285 @@
+"""One run configuration: a YAML file that describes a whole run, validated into typed objects.
+
+Every stage receives the same `RunConfig` object (or the YAML it came from), so a run is reproducible from
+one file plus its command-line overrides, and the manifests record the resolved configuration.
+
+Errors name the key and the file: a typo in a key is an error, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RunSection(Section):
+    name: str = "run"
+    output_dir: Path = Path("runs/default")
+    seed: int = 0
+    # Online rounds: round r generates its candidates with the policy trained in round r-1.
+    rounds: int = Field(1, ge=1)
+
+
+class ModelSection(Section):
+    """The diffusion model to generate with and to tune.
+
+    `pretrained` is a hub id, a local diffusers directory, or `tiny/<family>` for the embedded random-weight
+    models, which are built once into a local cache and then loaded through the same `from_pretrained` path.
+    """
+
+    pretrained: str = "tiny/sd15"
+    family: Literal["auto", "sd15", "sd21", "sdxl"] = "auto"
+    revision: str | None = None
+    variant: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class PromptsSection(Section):
+    """Where prompts come from: a declarative manifest in data_manifests/, or a file given directly."""
+
+    manifest: str | None = "data_manifests/tiny.yaml"
+    path: str | None = None
+    format: Literal["auto", "txt", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    column: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptsSection:
+        if (self.manifest is None) == (self.path is None):
+            raise ValueError("give exactly one of prompts.manifest or prompts.path")
+        return self
+
+
+class GenerationSection(Section):
+    num_candidates: int = Field(4, ge=1, description="images generated per prompt")
+    height: int = Field(64, ge=8)
+    width: int = Field(64, ge=8)
+    num_inference_steps: int = Field(20, ge=1)
+    guidance_scale: float = Field(7.5, ge=0.0)
+    scheduler: Literal["default", "ddim", "euler", "dpmsolver"] = "default"
+    batch_size: int = Field(4, ge=1, description="images per generation call")
+    num_workers: int = Field(1, ge=1, description="generation actors in the Ray pool")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per generation actor (0 on CPU)")
+    seed_offset: int = 0
+
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"must be a multiple of 8, got {v}")
+        return v
+
+
+class ScorerSpec(Section):
+    """One preference metric: a registered scorer name plus where its weights come from."""
+
+    name: str
+    pretrained: str | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(16, ge=1)
+    num_gpus: float = Field(0.0, ge=0.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoringSection(Section):
+    scorers: list[ScorerSpec] = Field(default_factory=list)
+    on_error: Literal["fail", "quarantine"] = "fail"
+    # One actor per scorer pool, or all scorers chained inside one actor.
+    layout: Literal["chained", "separate"] = "chained"
+    num_workers: int = Field(1, ge=1)
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique_names(cls, v: list[ScorerSpec]) -> list[ScorerSpec]:
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"scorer names must be unique, repeated: {dup}")
+        return v
+
+
+class VoteSection(Section):
+    strategy: str = "majority"
+    pairing: Literal["all", "best_vs_worst", "random_k"] = "all"
+    random_k: int = Field(4, ge=1)
+    min_agree: int | None = Field(
+        None, ge=1, description="votes needed to keep a pair; default: a strict majority"
+    )
+    epsilon: dict[str, float] = Field(default_factory=dict, description="per-metric tie tolerance")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="per-metric weights (weighted_majority)"
+    )
+    normalize_scope: Literal["prompt", "table"] = "prompt"
+    seed: int = 0
+
+
+class RefUpdateSection(Section):
+    mode: Literal["none", "hard", "ema"] = "none"
+    every: int = Field(50, ge=1)
+    decay: float = Field(0.99, ge=0.0, le=1.0)
+
+
+class TrainSection(Section):
+    strategy: str = "majority"
+    use_lora: bool = True
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float | None = None
+    beta: float = Field(5000.0, gt=0.0, description="β of eq. 14, applied as β/2 inside the sigmoid")
+    loss_type: Literal["sigmoid", "hinge", "ipo"] = "sigmoid"
+    weight_by_confidence: bool = False
+    learning_rate: float = Field(1e-4, gt=0.0)
+    lr_warmup_steps: int = Field(0, ge=0)
+    max_steps: int = Field(100, ge=1)
+    batch_size: int = Field(4, ge=1, description="pairs per step per process")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(10, ge=1)
+    tracker: Literal["tensorboard", "none"] = "tensorboard"
+    ref_update: RefUpdateSection = Field(default_factory=RefUpdateSection)
+    seed: int = 0
+
+
+class EvalSection(Section):
+    prompts: PromptsSection | None = None
+    seeds_per_prompt: int = Field(4, ge=1)
+    seed_offset: int = 1_000_000
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class RunConfig(Section):
+    """A whole run: prompts → candidates → pairs → tuned model → evaluation."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    prompts: PromptsSection = Field(default_factory=PromptsSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    scoring: ScoringSection = Field(default_factory=ScoringSection)
+    vote: VoteSection = Field(default_factory=VoteSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    # Where the YAML came from; relative paths inside it resolve against the project root (the cwd).
+    source: Path | None = Field(None, exclude=True)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.output_dir)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        found = e.get("input")
+        detail = e["msg"]
+        if e["type"] == "extra_forbidden":
+            detail = "unknown key"
+        shown = repr(found) if not isinstance(found, dict) else "{...}"
+        lines.append(f"  {key}: {detail} (found {shown})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.beta=2000` → (["train", "beta"], 2000). The value is read as YAML, so lists and dicts work."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set single keys in a nested dict; intermediate sections are created as needed."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a run configuration. `path=None` gives the defaults."""
+    data: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: top level must be a mapping of sections, found {type(loaded).__name__}"
+            )
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+        where += f" (with overrides {list(overrides)})"
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, where)) from None
+    cfg.source = path
+    check_files(cfg, where)
+    return cfg
+
+
+def check_files(cfg: RunConfig, where: str) -> None:
+    """Files the config names must exist now, not an hour into the run."""
+    for key, section in (("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)):
+        if section is None:
+            continue
+        for attr in ("manifest", "path"):
+            value = getattr(section, attr)
+            if value and "://" not in value and not Path(value).exists():
+                raise ConfigError(f"{where}: {key}.{attr}: file not found: {value}")
+
+
+def add_config_arguments(parser: Any) -> None:
+    """The two arguments every entry point shares: --config FILE and repeated --set key=value."""
+    parser.add_argument("--config", default="configs/tiny.yaml", help="run configuration (YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set train.beta=2000 (repeatable)",
+    )

@@ -1,0 +1,90 @@
+"""Writing tables and manifests safely: a reader never sees half a file, and a failed write loses nothing.
+
+Every table directory gets a `manifest.json` beside it with the resolved config, package versions, row counts
+and timings, so a cached table says how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TRACKED_PACKAGES = (
+    "balanced-dpo",
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "peft",
+    "ray",
+    "polars",
+    "pyarrow",
+    "open_clip_torch",
+)
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; it replaces `target` only if the block finishes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(target: str | Path, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_parquet_atomic(table: pa.Table, target: str | Path, **kwargs: Any) -> Path:
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+    return Path(target)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(directory: str | Path, **fields: Any) -> Path:
+    """Write `<directory>/manifest.json` with the given fields plus versions and a timestamp."""
+    directory = Path(directory)
+    body = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "packages": package_versions(),
+        **fields,
+    }
+    return write_text_atomic(directory / "manifest.json", json.dumps(body, indent=2, default=str) + "\n")
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}")
+    return json.loads(path.read_text())
