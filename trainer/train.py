@@ -1,0 +1,56 @@
+"""Entry point: `python trainer/train.py --config FILE` or `accelerate launch trainer/train.py --config FILE`.
+
+Trains on `<run>/pairs/<strategy>/` joined to `<run>/candidates/` and writes `<run>/train/<strategy>/`; needs no
+other stage, so it can be rerun alone on cached pairs. From Python: `from trainer.train import train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.config import ConfigError, add_config_arguments, load_config
+from trainer.data import TrainDataError
+from trainer.loop import NonFiniteLossError, TrainOutputs, train
+
+__all__ = ["TrainOutputs", "main", "train"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--stop-at-step",
+        type=int,
+        default=None,
+        help="checkpoint and exit after this optimizer step (a later run resumes from there)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        out = train(cfg, stop_at_step=args.stop_at_step)
+    except (ConfigError, TrainDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    print(f"[train] step {out.step} → {out.train_dir}")
+    if out.final_dir is not None:
+        print(f"[train] final weights: {out.final_dir}")
+    if out.eval_after:
+        print(
+            f"[train] implicit accuracy on {cfg.train.eval_pairs} pairs: "
+            f"{out.eval_before.get('implicit_acc', float('nan')):.3f} → {out.eval_after['implicit_acc']:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
