@@ -48,18 +48,31 @@ class ModelSection(Section):
 
 
 class PromptsSection(Section):
-    """Where prompts come from: a declarative manifest in data_manifests/, or a file given directly."""
+    """Where prompts come from: a declarative manifest in data_manifests/, a file given directly, or (relabel
+    mode) a pair dataset in the Pick-a-Pic v2 layout whose images are scored instead of generated."""
 
     manifest: str | None = "data_manifests/tiny.yaml"
     path: str | None = None
-    format: Literal["auto", "txt", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    pairs: str | None = Field(
+        None, description="relabel mode: Pick-a-Pic-layout parquet (caption, jpg_0, jpg_1, label_0, label_1)"
+    )
+    format: Literal["auto", "txt", "csv", "tsv", "jsonl", "json", "parquet"] = "auto"
     column: str | None = None
     limit: int | None = Field(None, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_manifest_only_alone(cls, data: Any) -> Any:
+        # The default manifest applies only when no other source is given.
+        if isinstance(data, dict) and "manifest" not in data and (data.get("path") or data.get("pairs")):
+            data = {**data, "manifest": None}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> PromptsSection:
-        if (self.manifest is None) == (self.path is None):
-            raise ValueError("give exactly one of prompts.manifest or prompts.path")
+        given = [k for k in ("manifest", "path", "pairs") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of prompts.manifest, prompts.path or prompts.pairs, got {given}")
         return self
 
 
@@ -266,8 +279,8 @@ def check_files(cfg: RunConfig, where: str) -> None:
     for key, section in (("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)):
         if section is None:
             continue
-        for attr in ("manifest", "path"):
-            value = getattr(section, attr)
+        for attr in ("manifest", "path", "pairs"):
+            value = getattr(section, attr, None)
             if value and "://" not in value and not Path(value).exists():
                 raise ConfigError(f"{where}: {key}.{attr}: file not found: {value}")
 
