@@ -13,6 +13,7 @@ checkpointing (the adapter lives inside the UNet's state dict), so a resume rest
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -126,5 +127,7 @@ def add_lora_adapters(unet: nn.Module, rank: int, alpha: float | None, target_mo
         target_modules=list(target_modules),
     )
     unet.add_adapter(config, adapter_name=POLICY_ADAPTER)
-    unet.add_adapter(copy.deepcopy(config), adapter_name=REFERENCE_ADAPTER)
+    with warnings.catch_warnings():  # peft warns that a second adapter is added: that is the design
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(copy.deepcopy(config), adapter_name=REFERENCE_ADAPTER)
     unet.set_adapter(POLICY_ADAPTER)

@@ -8,14 +8,19 @@ candidates schema; within each prompt every two images form a pair whose winner 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from filelock import FileLock
 from PIL import Image
 
 from pipeline.config import GenerationSection, ModelSection
 from pipeline.io import write_parquet_atomic
+from pipeline.model_zoo import TINY_BUILD_VERSION, cache_root
 from pipeline.schema import (
     candidates_schema,
     make_image_id,
@@ -110,3 +115,34 @@ def make_toy_run(
         pa.Table.from_pylist(pairs, schema=pairs_schema(["brightness"])), pairs_dir / "part-0.parquet"
     )
     return candidates_dir, pairs_dir
+
+
+TOY_VERSION = 1
+
+
+def cached_toy_run(family: str = "sd15", drop_latents: bool = False) -> Path:
+    """A toy run built once into the model cache (like the tiny models); copy it before writing into it."""
+    name = f"toy-{family}-{'png' if drop_latents else 'latent'}-v{TOY_VERSION}-m{TINY_BUILD_VERSION}"
+    target = cache_root() / "toy_runs" / name
+    if (target / "pairs").is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "pairs").is_dir():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=name + ".", dir=target.parent))
+        try:
+            make_toy_run(staging, model=f"tiny/{family}", drop_latents=drop_latents)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def copy_toy_run(run_dir: str | Path, family: str = "sd15", drop_latents: bool = False) -> Path:
+    """A fresh run directory holding the cached toy candidates and pairs."""
+    run_dir = Path(run_dir)
+    src = cached_toy_run(family, drop_latents)
+    for sub in ("candidates", "pairs"):
+        shutil.copytree(src / sub, run_dir / sub, dirs_exist_ok=True)
+    return run_dir

@@ -1,0 +1,171 @@
+"""Trainer data: the join, its checks on bad input, the once-only caches, and the step → pairs/noise functions."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import ModelSection
+from pipeline.diffusion import load_pipeline
+from pipeline.model_zoo import resolve_pretrained
+from trainer.data import TrainDataError, prepare_train_data, step_noise, step_pairs
+from trainer.toy import copy_toy_run
+
+
+class CountingFactory:
+    """The pipeline factory the trainer calls to build its cache; counts calls and text-encoder batches."""
+
+    def __init__(self, family: str = "sd15"):
+        self.family = family
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return load_pipeline(ModelSection(pretrained=f"tiny/{self.family}"), device="cpu")
+
+
+def _prepare(run, factory, family="sd15"):
+    return prepare_train_data(
+        run / "pairs" / "majority",
+        run / "candidates",
+        run / "train" / "cache",
+        f"tiny/{family}|{resolve_pretrained(f'tiny/{family}')}",
+        factory,
+        in_channels=4,
+        encode_batch_size=8,
+    )
+
+
+def _rewrite(path, fn):
+    table = pq.read_table(path)
+    pq.write_table(fn(table), path)
+
+
+def test_join_uses_stored_latents_and_encodes_each_prompt_once(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    factory = CountingFactory()
+    data = _prepare(run, factory)
+    pairs = pq.read_table(run / "pairs" / "majority" / "part-0.parquet")
+    cands = pq.read_table(run / "candidates" / "part-0.parquet").to_pylist()
+    assert len(data) == pairs.num_rows > 0
+    assert data.num_vae_encoded == 0
+    assert data.embeds.shape[0] == len(set(pairs.column("prompt_id").to_pylist()))
+    by_id = {c["image_id"]: c for c in cands}
+    first = pairs.slice(0, 1).to_pylist()[0]
+    batch = data.batch(np.array([0]), torch.device("cpu"))
+    expected_w = np.asarray(by_id[first["image_id_w"]]["latent"], np.float32).reshape(4, 16, 16)
+    np.testing.assert_array_equal(batch["latents_w"][0].numpy(), expected_w)
+    # The embedding is the pipeline's own encode_prompt output for that pair's prompt.
+    pipe = factory()
+    direct, _ = pipe.encode_prompt([first["prompt"]], pipe.device, 1, False)
+    torch.testing.assert_close(batch["embeds"][0], direct[0])
+    # A second preparation reuses the cache: no pipeline is loaded again.
+    calls = factory.calls
+    again = _prepare(run, factory)
+    assert factory.calls == calls
+    assert again.cache_dir == data.cache_dir
+
+
+def test_images_without_latents_are_vae_encoded_once(tmp_path):
+    run = copy_toy_run(tmp_path / "run", drop_latents=True)
+    factory = CountingFactory()
+    data = _prepare(run, factory)
+    assert data.num_vae_encoded == data.latents.shape[0] > 0
+    assert data.latent_shape == (4, 16, 16)
+    # Row 0 of the cache is the VAE posterior mean of that image's PNG, times the scaling factor.
+    cands = {c["image_id"]: c for c in pq.read_table(run / "candidates" / "part-0.parquet").to_pylist()}
+    image_id = sorted(cands)[0]
+    pipe = factory()
+    pixels = pipe.image_processor.preprocess(Image.open(io.BytesIO(cands[image_id]["image"])).convert("RGB"))
+    with torch.no_grad():
+        direct = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    np.testing.assert_allclose(data.latents[0], direct[0].numpy(), rtol=1e-5, atol=1e-5)
+    calls = factory.calls
+    _prepare(run, factory)
+    assert factory.calls == calls, "the VAE must not run again for a cached set"
+
+
+def test_sdxl_cache_holds_pooled_embeddings_and_time_ids(tmp_path):
+    run = copy_toy_run(tmp_path / "run", family="sdxl")
+    data = _prepare(run, CountingFactory("sdxl"), family="sdxl")
+    assert data.pooled is not None and data.pooled.shape == (data.embeds.shape[0], 32)
+    assert data.embeds.shape[-1] == 64  # both text encoders' hidden states, concatenated
+    batch = data.batch(np.array([0, 1]), torch.device("cpu"))
+    torch.testing.assert_close(batch["time_ids"][0], torch.tensor([64.0, 64.0, 0.0, 0.0, 64.0, 64.0]))
+
+
+def test_missing_image_ids_are_named(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    path = run / "pairs" / "majority" / "part-0.parquet"
+    _rewrite(
+        path,
+        lambda t: t.set_column(
+            t.schema.get_field_index("image_id_l"),
+            t.schema.field("image_id_l"),
+            pa.array(["ghost-1", *t.column("image_id_l").to_pylist()[1:]]),
+        ),
+    )
+    with pytest.raises(TrainDataError, match=r"1 image_id\(s\) absent from candidates.*ghost-1"):
+        _prepare(run, CountingFactory())
+
+
+def test_empty_pairs_table_is_an_error(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    _rewrite(run / "pairs" / "majority" / "part-0.parquet", lambda t: t.slice(0, 0))
+    with pytest.raises(TrainDataError, match="is empty"):
+        _prepare(run, CountingFactory())
+    (run / "pairs" / "majority" / "part-0.parquet").unlink()
+    with pytest.raises(TrainDataError, match=r"no \*\.parquet files in pairs"):
+        _prepare(run, CountingFactory())
+
+
+def test_mismatched_latent_shapes_are_named(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    path = run / "candidates" / "part-0.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    odd = rows[1]
+    odd["latent"] = odd["latent"][: 4 * 8 * 8]
+    odd["latent_shape"] = [4, 8, 8]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    with pytest.raises(TrainDataError, match="mismatched shape") as err:
+        _prepare(run, CountingFactory())
+    assert odd["image_id"] in str(err.value)
+
+
+def test_latent_length_must_match_its_shape(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    path = run / "candidates" / "part-0.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["latent"] = rows[0]["latent"][:-1]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    with pytest.raises(TrainDataError, match="latent has 1023 values but latent_shape"):
+        _prepare(run, CountingFactory())
+
+
+def test_step_pairs_cover_each_epoch_and_split_cleanly():
+    n, gb = 10, 4
+    stream = np.concatenate([step_pairs(s, gb, n, seed=3) for s in range(5)])  # 20 = two epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    assert not np.array_equal(stream[:10], stream[10:]), "each epoch is reshuffled"
+    np.testing.assert_array_equal(step_pairs(7, gb, n, 3), step_pairs(7, gb, n, 3))
+    assert not np.array_equal(step_pairs(0, gb, n, 3), step_pairs(0, gb, n, 4))
+    # Two processes taking halves of a global batch of 4 see what one process of batch 4 sees.
+    halves = np.concatenate([step_pairs(2, 4, n, 3)[:2], step_pairs(2, 4, n, 3)[2:]])
+    np.testing.assert_array_equal(halves, step_pairs(2, 4, n, 3))
+
+
+def test_step_noise_is_a_function_of_seed_step_and_stream():
+    a = step_noise(5, 3, (4, 2, 2), 1000, seed=1)
+    b = step_noise(5, 3, (4, 2, 2), 1000, seed=1)
+    torch.testing.assert_close(a[0], b[0])
+    assert torch.equal(a[1], b[1]) and a[1].min() >= 0 and a[1].max() < 1000
+    assert not torch.equal(step_noise(6, 3, (4, 2, 2), 1000, 1)[0], a[0])
+    assert not torch.equal(step_noise(5, 3, (4, 2, 2), 1000, 1, stream=1)[0], a[0])
