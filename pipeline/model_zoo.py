@@ -3,13 +3,19 @@
 `tiny/<family>` names an embedded random-weight model of the real architecture. It is built once with a fixed seed,
 saved with `save_pretrained` into a local cache (like a download), and from then on loaded back through the same
 `from_pretrained(path)` call as a hub id, so the tests exercise the code path users run.
+
+`tiny/<family>-pretrained` is the same model after a brief noise-prediction pre-training of its UNet on synthetic
+images (`pipeline/pretrain.py`): the embedded default that DPO can actually improve. The random `tiny/<family>`
+models stay what the tests use, because they build in seconds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,12 +23,17 @@ from filelock import FileLock
 
 from pipeline.architectures import ARCHITECTURES, FAMILIES, HUB_IDS, Family, build_random_pipeline
 from pipeline.clip_tokenizer import write_clip_tokenizer
+from pipeline.pretrain import PretrainSettings, pretrain_unet
 from pipeline.synthetic import synthetic_images
 
 # Bump when the tiny builder changes, so stale caches are rebuilt instead of silently reused.
 TINY_BUILD_VERSION = 1
 TINY_SEED = 0
 TINY_PREFIX = "tiny/"
+PRETRAINED_SUFFIX = "-pretrained"
+# Bump when pipeline/pretrain.py changes what it trains, for the same reason.
+PRETRAIN_VERSION = 1
+PRETRAINED_FAMILIES: tuple[Family, ...] = ("sd15", "sd21")
 
 
 def cache_root() -> Path:
@@ -34,17 +45,32 @@ def is_tiny(ref: str) -> bool:
     return ref.startswith(TINY_PREFIX)
 
 
+def tiny_models() -> list[str]:
+    """Every embedded model reference."""
+    return [TINY_PREFIX + f for f in FAMILIES] + [
+        TINY_PREFIX + f + PRETRAINED_SUFFIX for f in PRETRAINED_FAMILIES
+    ]
+
+
+def parse_tiny(ref: str) -> tuple[Family, bool]:
+    """`tiny/sd15` → ("sd15", False); `tiny/sd15-pretrained` → ("sd15", True)."""
+    if ref not in tiny_models():
+        raise ValueError(f"unknown tiny model {ref!r}; choose one of {tiny_models()}")
+    name = ref[len(TINY_PREFIX) :]
+    pretrained = name.endswith(PRETRAINED_SUFFIX)
+    family = name[: -len(PRETRAINED_SUFFIX)] if pretrained else name
+    return family, pretrained  # type: ignore[return-value]
+
+
 def tiny_family(ref: str) -> Family:
-    family = ref[len(TINY_PREFIX) :]
-    if family not in FAMILIES:
-        raise ValueError(f"unknown tiny model {ref!r}; choose one of {[TINY_PREFIX + f for f in FAMILIES]}")
-    return family  # type: ignore[return-value]
+    return parse_tiny(ref)[0]
 
 
 def resolve_pretrained(ref: str) -> str:
     """A hub id or a local path is returned as is; `tiny/<family>` is built on first use and its path returned."""
     if is_tiny(ref):
-        return str(ensure_tiny_pipeline(tiny_family(ref)))
+        family, pretrained = parse_tiny(ref)
+        return str(ensure_tiny_pipeline(family, pretrained=pretrained))
     if ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists():
         path = Path(ref).expanduser()
         if not path.exists():
@@ -64,8 +90,6 @@ def detect_family(ref: str, declared: str = "auto") -> Family:
             return family
     unet_cfg = Path(resolve_pretrained(ref)) / "unet" / "config.json"
     if unet_cfg.is_file():
-        import json
-
         cfg = json.loads(unet_cfg.read_text())
         if cfg.get("addition_embed_type") == "text_time":
             return "sdxl"
@@ -81,13 +105,23 @@ def detect_family(ref: str, declared: str = "auto") -> Family:
     return "sd15"
 
 
-def tiny_dir(family: Family) -> Path:
-    return cache_root() / "models" / f"tiny-{family}-v{TINY_BUILD_VERSION}"
+def tiny_dir(family: Family, pretrained: bool = False) -> Path:
+    name = f"tiny-{family}-v{TINY_BUILD_VERSION}"
+    if pretrained:
+        name += f"-pretrained-p{PRETRAIN_VERSION}"
+    return cache_root() / "models" / name
 
 
-def ensure_tiny_pipeline(family: Family) -> Path:
-    """Build and save the tiny `family` pipeline once (safe under concurrent callers), then return its path."""
-    target = tiny_dir(family)
+def ensure_tiny_pipeline(family: Family, pretrained: bool = False) -> Path:
+    """Build and save a tiny pipeline once (safe under concurrent callers), then return its path."""
+    target = tiny_dir(family, pretrained)
+    if pretrained:
+        return _build_once(target, lambda staging: build_pretrained_tiny_pipeline(family, staging))
+    return _build_once(target, lambda staging: build_tiny_pipeline(family, staging))
+
+
+def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """Run `build(staging_dir)` under a file lock and rename the result to `target`: readers never see half."""
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +130,7 @@ def ensure_tiny_pipeline(family: Family) -> Path:
             return target
         staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
         try:
-            build_tiny_pipeline(family, staging)
+            build(staging)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
@@ -126,6 +160,23 @@ def build_tiny_pipeline(family: Family, directory: Path):
     """Build the tiny pipeline of `family` and `save_pretrained` it into `directory`; returns the pipeline."""
     pipe = make_tiny_pipeline(family)
     pipe.save_pretrained(directory, safe_serialization=True)
+    return pipe
+
+
+def build_pretrained_tiny_pipeline(family: Family, directory: Path, settings: PretrainSettings | None = None):
+    """Load the cached random tiny model, pre-train its UNet (`pipeline/pretrain.py`), save it into `directory`.
+
+    The summary (losses, seconds, settings) is written beside the weights as `pretrain.json`.
+    """
+    from diffusers import DiffusionPipeline
+
+    if family not in PRETRAINED_FAMILIES:
+        raise ValueError(f"no pre-trained tiny model for {family!r}; choose one of {PRETRAINED_FAMILIES}")
+    pipe = DiffusionPipeline.from_pretrained(ensure_tiny_pipeline(family))
+    pipe.set_progress_bar_config(disable=True)
+    summary = pretrain_unet(pipe, settings or PretrainSettings())
+    pipe.save_pretrained(directory, safe_serialization=True)
+    (Path(directory) / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return pipe
 
 
