@@ -169,3 +169,8 @@ def test_step_noise_is_a_function_of_seed_step_and_stream():
     assert torch.equal(a[1], b[1]) and a[1].min() >= 0 and a[1].max() < 1000
     assert not torch.equal(step_noise(6, 3, (4, 2, 2), 1000, 1)[0], a[0])
     assert not torch.equal(step_noise(5, 3, (4, 2, 2), 1000, 1, stream=1)[0], a[0])
+    # Two micro-batches of 3 draw exactly what one batch of 6 draws (accumulation and processes agree).
+    whole = step_noise(1, 6, (4, 2, 2), 1000, seed=1)
+    parts = [step_noise(s, 3, (4, 2, 2), 1000, seed=1) for s in (2, 3)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
+    assert torch.equal(torch.cat([p[1] for p in parts]), whole[1])

@@ -385,12 +385,19 @@ def step_noise(
     seed: int,
     stream: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise (one draw per pair, shared by winner and loser) and timesteps for one micro-step's global batch.
+    """Noise (shared by a pair's winner and loser) and timesteps for one micro-step's global batch.
 
-    `stream` separates independent uses (training 0, evaluation 1) of the same seed.
+    Each draw is seeded by its position in the pair stream (micro_step · global_batch + j), not by the step, so
+    a batch split into micro-batches or over processes draws exactly the noise of the unsplit batch. `stream`
+    separates independent uses (training 0, evaluation 1) of the same seed.
     """
-    state = np.random.SeedSequence([seed, stream, micro_step]).generate_state(2, dtype=np.uint64)
-    gen = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-    noise = torch.randn((global_batch, *latent_shape), generator=gen)
-    timesteps = torch.randint(0, num_train_timesteps, (global_batch,), generator=gen)
+    noise = torch.empty((global_batch, *latent_shape))
+    timesteps = torch.empty(global_batch, dtype=torch.long)
+    gen = torch.Generator()
+    for j in range(global_batch):
+        position = micro_step * global_batch + j
+        state = np.random.SeedSequence([seed, stream, position]).generate_state(1, dtype=np.uint64)[0]
+        gen.manual_seed(int(state >> np.uint64(1)))
+        noise[j] = torch.randn(latent_shape, generator=gen)
+        timesteps[j] = torch.randint(0, num_train_timesteps, (1,), generator=gen)[0]
     return noise, timesteps

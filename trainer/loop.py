@@ -287,7 +287,7 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
         params = [p for p in unet.parameters() if p.requires_grad]
         optimizer = _build_optimizer(params, tcfg)
         lr_scheduler = get_scheduler(
-            tcfg.lr_scheduler,
+            "constant_with_warmup" if tcfg.lr_scheduler == "constant" else tcfg.lr_scheduler,
             optimizer,
             num_warmup_steps=tcfg.lr_warmup_steps,
             num_training_steps=tcfg.max_steps,
@@ -353,10 +353,20 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
                         )
                     losses = accelerator.gather(out.loss.detach().reshape(1))
                     if not torch.isfinite(losses).all():
-                        raise NonFiniteLossError(
+                        message = (
                             f"non-finite loss {losses.tolist()} at step {state.step + 1} (micro-step {micro}); "
                             f"stopped before the optimizer step, last good checkpoint: {last_checkpoint}"
                         )
+                        if accelerator.is_main_process:
+                            write_manifest(
+                                out_dir,
+                                stage="train",
+                                status=f"failed: {message}",
+                                step=state.step,
+                                last_checkpoint=str(last_checkpoint) if last_checkpoint else None,
+                                config=cfg.model_dump(mode="json"),
+                            )
+                        raise NonFiniteLossError(message)
                     accelerator.backward(out.loss / accum)
                 for k, v in out.metrics.items():
                     step_metrics[k] = step_metrics.get(k, 0.0) + v / accum
