@@ -126,18 +126,52 @@ class ScoringSection(Section):
 
 
 class VoteSection(Section):
+    """Stage 2: how pairs are formed inside each prompt and which strategy picks the winner (pipeline/vote.py).
+
+    Strategies: majority, single:<metric> (on disk single_<metric>), random_metric, sum, normalized_sum,
+    weighted_majority. Keys naming metrics are checked against the candidates table when the vote runs.
+    """
+
     strategy: str = "majority"
+    metrics: list[str] | None = Field(
+        None, description="metrics that vote; default: every score_<metric> column"
+    )
     pairing: Literal["all", "best_vs_worst", "random_k"] = "all"
-    random_k: int = Field(4, ge=1)
+    random_k: int = Field(4, ge=1, description="pairs drawn per prompt when pairing is random_k")
     min_agree: int | None = Field(
         None, ge=1, description="votes needed to keep a pair; default: a strict majority"
     )
-    epsilon: dict[str, float] = Field(default_factory=dict, description="per-metric tie tolerance")
+    epsilon: dict[str, float] = Field(
+        default_factory=dict, description="per-metric tie tolerance (default 0)"
+    )
     weights: dict[str, float] = Field(
-        default_factory=dict, description="per-metric weights (weighted_majority)"
+        default_factory=dict, description="per-metric weights (weighted_majority; default 1)"
     )
     normalize_scope: Literal["prompt", "table"] = "prompt"
-    seed: int = 0
+    bad_scores: Literal["error", "drop"] = Field(
+        "error", description="NaN/inf/null scores: stop, or drop those images and count them in the manifest"
+    )
+    seed: int = Field(0, description="seeds random_k and random_metric")
+    diagnostics: bool = True
+    diagnostics_max_prompts: int = Field(
+        20_000, ge=1, description="diagnostics beyond the exact counts use at most this many prompts"
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from pipeline.strategies import parse_strategy
+
+        parse_strategy(v)
+        return v
+
+    @field_validator("epsilon", "weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not x >= 0}
+        if bad:
+            raise ValueError(f"values must be >= 0, found {bad}")
+        return v
 
 
 class RefUpdateSection(Section):

@@ -1,0 +1,309 @@
+"""Stage 2: every metric votes on every image pair inside a prompt; a strategy picks the winner.
+
+    python pipeline/vote.py --config configs/tiny.yaml [--strategy majority] [--strategy single:pick] ...
+    python -m pipeline.vote --config configs/tiny.yaml --strategy all      # every strategy, for ablations
+
+From Python: `run_vote(cfg, strategy=None, candidates_dir=None) -> Path` (the pairs directory).
+
+Reads `<run>/candidates/*.parquet` (the `score_<metric>` columns), writes `<run>/pairs/<strategy>/pairs.parquet`
+in `pipeline.schema.pairs_schema(metrics)`, a `manifest.json` that counts formed, kept and dropped pairs (by
+reason), and `diagnostics/` (agreement matrix, score distributions, vote margins, overruled metrics). The vote is
+one lazy polars query streamed to parquet; the per-reason counts come out of the same pass.
+
+Bad input (see `pipeline.pairing.inspect_candidates`): an empty table, duplicate image ids, null ids, missing or
+non-numeric score columns are errors; non-finite scores are an error unless `vote.bad_scores: drop`, which drops
+those images and counts them; prompts with one image form no pair and are counted.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project importable without installing it
+    import sys
+    from pathlib import Path as _Path
+
+    sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from pipeline.config import RunConfig, VoteSection, add_config_arguments, load_config
+from pipeline.io import read_manifest, write_manifest
+from pipeline.pairing import (
+    CandidateStats,
+    add_z_scores,
+    finite_filter,
+    form_pairs,
+    inspect_candidates,
+    pair_id_expr,
+    scan_candidates,
+    vote_columns,
+)
+from pipeline.schema import pairs_schema
+from pipeline.strategies import (
+    Decision,
+    StrategyError,
+    VoteRule,
+    check_strategy,
+    decide,
+    default_min_agree,
+    disk_name,
+    needs,
+)
+
+ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
+PAIRS_FILE = "pairs.parquet"
+
+
+def make_rule(vote: VoteSection, metrics: list[str]) -> VoteRule:
+    """Check the config's per-metric settings against the table's metrics and resolve the defaults."""
+    for key, mapping in (("vote.epsilon", vote.epsilon), ("vote.weights", vote.weights)):
+        unknown = sorted(set(mapping) - set(metrics))
+        if unknown:
+            raise StrategyError(f"{key} names {unknown}, which are not among the table's metrics {metrics}")
+    min_agree = vote.min_agree or default_min_agree(len(metrics))
+    if min_agree > len(metrics):
+        raise StrategyError(
+            f"vote.min_agree = {min_agree} exceeds the number of metrics ({len(metrics)}: {metrics})"
+        )
+    if vote.weights and sum(vote.weights.get(m, 1.0) for m in metrics) <= 0:
+        raise StrategyError("vote.weights sum to zero: no metric would have a say")
+    return VoteRule(metrics=metrics, min_agree=min_agree, weights=dict(vote.weights), seed=vote.seed)
+
+
+def oriented_pairs(decided: pl.LazyFrame, strategy: str, metrics: list[str]) -> pl.LazyFrame:
+    """Kept pairs in the pairs schema: winner and loser named, votes seen from the winner's side."""
+    a_wins = pl.col("_a_wins")
+    schema = pairs_schema(metrics)
+    n = len(metrics)
+    columns: dict[str, Any] = {
+        "pair_id": pair_id_expr(),
+        "prompt_id": pl.col("prompt_id"),
+        "prompt": pl.col("prompt"),
+        "image_id_w": pl.when(a_wins).then("image_id_a").otherwise("image_id_b"),
+        "image_id_l": pl.when(a_wins).then("image_id_b").otherwise("image_id_a"),
+        "strategy": pl.lit(strategy),
+        **{
+            f"vote_{m}": pl.when(a_wins)
+            .then(pl.col(f"vote_{m}"))
+            .otherwise(-pl.col(f"vote_{m}"))
+            .cast(pl.Int8)
+            for m in metrics
+        },
+        "votes_w": pl.when(a_wins).then("votes_a").otherwise("votes_b").cast(pl.Int16),
+        "votes_l": pl.when(a_wins).then("votes_b").otherwise("votes_a").cast(pl.Int16),
+        "n_metrics": pl.lit(n, pl.Int16),
+        # Share of all metrics that prefer the winner: one meaning for every strategy.
+        "confidence": (pl.when(a_wins).then("votes_a").otherwise("votes_b") / n).cast(pl.Float32),
+    }
+    assert list(columns) == schema.names
+    return decided.filter(pl.col("_reason").is_null()).select(**columns)
+
+
+def file_schema(metrics: list[str]) -> pa.Schema:
+    """`pairs_schema` as polars writes it (large strings), so the file keeps the contract's non-null flags."""
+    fields = [f.with_type(pa.large_string()) if f.type == pa.string() else f for f in pairs_schema(metrics)]
+    return pa.schema(fields)
+
+
+def decided_pairs(pairs: pl.LazyFrame, decision: Decision) -> pl.LazyFrame:
+    return pairs.with_columns(_a_wins=decision.a_wins, _reason=decision.reason)
+
+
+def build_vote(
+    candidates: pl.LazyFrame, metrics: list[str], rule: VoteRule, vote: VoteSection, strategy: str
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The whole vote as two lazy queries over one plan: the kept pairs, and the counts per
+    (drop reason, votes_a, votes_b) that give the manifest and the exact vote-margin histogram.
+    Collected together, polars reads and joins the candidates once."""
+    with_z = "z" in needs(strategy)
+    if with_z:
+        candidates = add_z_scores(candidates, metrics, vote.normalize_scope)
+    pairs = form_pairs(
+        candidates, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, with_z=with_z
+    )
+    decided = decided_pairs(pairs, decide(strategy, rule))
+    counts = decided.group_by("_reason", "votes_a", "votes_b").agg(n=pl.len())
+    return oriented_pairs(decided, disk_name(strategy), metrics), counts
+
+
+def _stage_dir(final: Path) -> Path:
+    stage = final.parent / f".{final.name}.tmp"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _publish(stage: Path, final: Path) -> None:
+    """Swap the finished directory in by renames: a reader never sees a half-written pairs directory."""
+    old = final.parent / f".{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    stage.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@dataclass
+class PreparedVote:
+    """Checked candidates and resolved rules: everything `build_vote` needs, and the counts of the input pass."""
+
+    candidates: pl.LazyFrame
+    metrics: list[str]
+    rule: VoteRule
+    stats: CandidateStats
+    strategy: str  # as written on disk
+
+
+def prepare_vote(candidates: pl.LazyFrame, where: str, vote: VoteSection, strategy: str) -> PreparedVote:
+    """Validate columns, strategy and config against the table; one pass over the ids and scores."""
+    candidates, metrics = vote_columns(candidates, where, vote.metrics)
+    check_strategy(strategy, metrics)
+    rule = make_rule(vote, metrics)
+    stats = inspect_candidates(candidates, metrics, where, vote.bad_scores)
+    if stats.images_dropped_nonfinite:
+        candidates = candidates.filter(finite_filter(metrics))
+    return PreparedVote(candidates, metrics, rule, stats, disk_name(strategy))
+
+
+def vote_frame(
+    candidates: pl.DataFrame | pl.LazyFrame, vote: VoteSection, strategy: str | None = None
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The vote in memory, no files: (kept pairs in the pairs schema, the manifest's counts). For notebooks/tests."""
+    prepared = prepare_vote(candidates.lazy(), "<frame>", vote, strategy or vote.strategy)
+    kept, counts = build_vote(prepared.candidates, prepared.metrics, prepared.rule, vote, prepared.strategy)
+    kept_df, counts_df = pl.collect_all([kept, counts], engine="streaming")
+    return kept_df, summarise_counts(counts_df, prepared.stats)
+
+
+def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path | None = None) -> Path:
+    """Vote with one strategy (default `cfg.vote.strategy`) and write `<run>/pairs/<strategy>/`; returns that dir."""
+    started = time.perf_counter()
+    vote = cfg.vote
+    candidates_dir = Path(candidates_dir or cfg.output_dir / "candidates")
+    lf, _ = scan_candidates(candidates_dir, vote.metrics)
+    prepared = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy)
+    candidates, metrics, rule, stats, name = (
+        prepared.candidates,
+        prepared.metrics,
+        prepared.rule,
+        prepared.stats,
+        prepared.strategy,
+    )
+    kept, counts_query = build_vote(candidates, metrics, rule, vote, name)
+
+    final = cfg.output_dir / "pairs" / name
+    stage = _stage_dir(final)
+    sink = kept.sink_parquet(stage / PAIRS_FILE, arrow_schema=file_schema(metrics), lazy=True)
+    _, counts = pl.collect_all([sink, counts_query], engine="streaming")
+    vote_seconds = time.perf_counter() - started
+
+    summary = summarise_counts(counts, stats)
+    diagnostics: dict[str, Any] = {}
+    if vote.diagnostics:
+        from pipeline.vote_diagnostics import write_diagnostics
+
+        diagnostics = write_diagnostics(
+            stage / "diagnostics",
+            candidates,
+            metrics,
+            rule,
+            vote,
+            counts,
+            name,
+            stats.prompts,
+            stats.pairs_possible,
+        )
+    write_manifest(
+        stage,
+        stage="vote",
+        strategy=name,
+        metrics=metrics,
+        pairing=vote.pairing,
+        min_agree=rule.min_agree,
+        epsilon={m: vote.epsilon.get(m, 0.0) for m in metrics},
+        weights={m: vote.weights.get(m, 1.0) for m in metrics},
+        candidates_dir=str(candidates_dir),
+        files=[PAIRS_FILE],
+        counts=summary,
+        diagnostics=diagnostics,
+        config=vote.model_dump(mode="json"),
+        timings={"vote_s": round(vote_seconds, 3), "total_s": round(time.perf_counter() - started, 3)},
+    )
+    _publish(stage, final)
+    return final
+
+
+def summarise_counts(counts: pl.DataFrame, stats: CandidateStats) -> dict[str, Any]:
+    """Formed = kept + Σ dropped; formed equals the possible pairs for `all` pairing (checked by the tests)."""
+    by_reason = counts.group_by("_reason").agg(pl.col("n").sum()).sort("_reason", nulls_last=True)
+    dropped = {r: int(n) for r, n in by_reason.iter_rows() if r is not None}
+    kept = int(by_reason.filter(pl.col("_reason").is_null())["n"].sum())
+    return {
+        "candidates": stats.rows,
+        "images_dropped_nonfinite": stats.images_dropped_nonfinite,
+        "nonfinite_by_metric": stats.nonfinite,
+        "prompts": stats.prompts,
+        "prompts_with_one_image": stats.prompts_with_one_image,
+        "pairs_possible": stats.pairs_possible,
+        "pairs_formed": kept + sum(dropped.values()),
+        "pairs_kept": kept,
+        "pairs_dropped": dropped,
+    }
+
+
+def read_pairs(run_dir: Path, strategy: str = "majority") -> pl.LazyFrame:
+    """The pairs of one strategy, lazily (what the trainer and the notebook read)."""
+    directory = Path(run_dir) / "pairs" / disk_name(strategy)
+    read_manifest(directory)  # a directory without a manifest is an unfinished write
+    return pl.scan_parquet(directory / "*.parquet")
+
+
+def expand_strategies(names: list[str], metrics: list[str]) -> list[str]:
+    """`all` means every strategy of the ablation, with one `single_<metric>` per metric."""
+    out: list[str] = []
+    for name in names:
+        out += [*ALL_STRATEGIES, *(f"single_{m}" for m in metrics)] if name == "all" else [name]
+    return list(dict.fromkeys(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        help="majority, single:<metric>, random_metric, sum, normalized_sum, weighted_majority, or all "
+        "(repeatable; default: vote.strategy of the config)",
+    )
+    parser.add_argument(
+        "--candidates", type=Path, default=None, help="candidates directory (default <run>/candidates)"
+    )
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    names = args.strategy or [cfg.vote.strategy]
+    if "all" in names:
+        _, metrics = scan_candidates(args.candidates or cfg.output_dir / "candidates", cfg.vote.metrics)
+        names = expand_strategies(names, metrics)
+    for name in names:
+        out = run_vote(cfg, name, args.candidates)
+        c = read_manifest(out)["counts"]
+        print(
+            f"{disk_name(name)}: kept {c['pairs_kept']:,} of {c['pairs_formed']:,} pairs "
+            f"(dropped {c['pairs_dropped']}) → {out}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
