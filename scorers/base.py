@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pipeline.config import ScorerSpec
@@ -27,6 +28,8 @@ class Scorer(ABC):
 
     def __init__(self, spec: ScorerSpec) -> None:
         self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.dtype = resolve_dtype(spec.dtype, self.device)
 
     @property
     def version(self) -> str:
@@ -51,6 +54,24 @@ class Scorer(ABC):
         """Scores for at most `spec.batch_size` RGB images."""
 
 
+# Modes with a defined conversion to 8-bit RGB.
+CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "LA", "L", "P", "1", "CMYK", "YCbCr", "RGBX"})
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` is the first GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is float16 on a GPU (the reference scorers run under autocast there) and float32 on the CPU."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
 def validate_batch(
     images: Sequence, prompts: Sequence[str], name: str
 ) -> tuple[list[Image.Image], list[str]]:
@@ -61,8 +82,19 @@ def validate_batch(
     for i, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
         if not isinstance(image, Image.Image):
             raise ScorerError(f"{name}: item {i} is {type(image).__name__}, not a PIL image")
+        try:
+            image.load()  # a truncated or corrupt file fails here, not as a wrong score later
+        except (OSError, SyntaxError) as exc:
+            raise ScorerError(f"{name}: item {i} is a corrupt image: {exc}") from exc
+        if image.width < 1 or image.height < 1:
+            raise ScorerError(f"{name}: item {i} is an empty image of size {image.size}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ScorerError(f"{name}: item {i} has an empty prompt")
+        if image.mode not in CONVERTIBLE_MODES:
+            # 16-bit and float images would be clipped by PIL's conversion: a silent change of the picture.
+            raise ScorerError(
+                f"{name}: item {i} has image mode {image.mode!r}; expected one of {sorted(CONVERTIBLE_MODES)}"
+            )
         if image.mode != "RGB":
             # RGBA is composited on white (what a viewer shows), greyscale and palette images are expanded.
             if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
