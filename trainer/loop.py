@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -236,6 +237,8 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
     out_dir = train_dir(cfg.output_dir, tcfg.strategy)
     checkpoints_dir, logs_dir, final_dir = out_dir / "checkpoints", out_dir / "logs", out_dir / "final"
     accelerator = Accelerator(
+        # Several processes and no GPU: gloo on CPU (`accelerate launch --multi_gpu --num_processes N` on a CPU box).
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         mixed_precision=tcfg.mixed_precision,
         log_with=None if tcfg.tracker == "none" else tcfg.tracker,
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(logs_dir)),

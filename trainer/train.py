@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"[train] step {out.step} → {out.train_dir}")
     if out.final_dir is not None:
         print(f"[train] final weights: {out.final_dir}")
