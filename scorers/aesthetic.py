@@ -55,8 +55,7 @@ class Aesthetic(Scorer):
         super().__init__(spec)
         ref = spec.pretrained
         backbone_ref = spec.options.get("backbone", ref if (is_tiny(ref) or is_random_full(ref)) else None)
-        cfg, weights, loader = openclip_source(ARCH, spec.options.get("tag"), backbone_ref, self.name)
-        self.backbone = ocb.get_backbone(cfg, weights, loader, self.device, self.dtype)
+        # The head first: a wrong path fails fast, before a multi-GB backbone download.
         if is_random_full(ref):
             torch.manual_seed(0)
             self.head, self.weights = RewardMLP(FULL_DIM).eval(), "random"
@@ -67,6 +66,8 @@ class Aesthetic(Scorer):
                 ref or spec.options.get("repo", HUB_REPO), spec.options.get("filename", FILENAME), self.name
             )
             self.head, self.weights = load_head(path), str(path)
+        cfg, weights, loader = openclip_source(ARCH, spec.options.get("tag"), backbone_ref, self.name)
+        self.backbone = ocb.get_backbone(cfg, weights, loader, self.device, self.dtype)
         self.head.to(self.device, self.dtype)
         self.backbone_weights = weights
 

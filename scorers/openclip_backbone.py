@@ -147,7 +147,11 @@ def get_backbone(
     if key not in _BACKBONES:
         context = model_cfg.get("text_cfg", {}).get("context_length", 77)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-        _BACKBONES[key] = Backbone(loader(), tokenizer, device, dtype)
+        try:
+            model = loader()
+        except (OSError, RuntimeError) as exc:  # open_clip's own download/load failures
+            raise ScorerError(f"cannot load open_clip backbone {weights}: {exc}") from exc
+        _BACKBONES[key] = Backbone(model, tokenizer, device, dtype)
     return _BACKBONES[key]
 
 

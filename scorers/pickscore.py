@@ -103,8 +103,8 @@ def load_model(ref: str) -> CLIPModel:
     """CLIPModel.from_pretrained, but a checkpoint that leaves weights missing or unused is an error."""
     try:
         model, info = CLIPModel.from_pretrained(ref, output_loading_info=True)
-    except OSError as exc:
-        raise ScorerError(f"pickscore: cannot load CLIPModel from {ref!r}: {exc}") from exc
+    except (OSError, RuntimeError) as exc:  # missing files; transformers' shape-mismatch report
+        raise ScorerError(f"pickscore: checkpoint {ref!r} does not fit CLIPModel: {exc}") from exc
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if bad:
         raise ScorerError(f"pickscore: checkpoint {ref!r} does not fit CLIPModel: {bad}")
