@@ -175,32 +175,50 @@ class VoteSection(Section):
 
 
 class RefUpdateSection(Section):
+    """How the reference model follows the policy (BalancedDPO's dynamic reference).
+
+    `none`: the reference stays the initial model (vanilla Diffusion-DPO). `hard`: every `every` optimizer steps
+    the reference becomes a copy of the policy. `ema`: every `every` steps, ref ← decay·ref + (1 − decay)·policy.
+    """
+
     mode: Literal["none", "hard", "ema"] = "none"
-    every: int = Field(50, ge=1)
-    decay: float = Field(0.99, ge=0.0, le=1.0)
+    every: int = Field(50, ge=1, description="optimizer steps between reference refreshes")
+    decay: float = Field(0.99, ge=0.0, le=1.0, description="EMA decay (mode ema only)")
 
 
 class TrainSection(Section):
+    """Diffusion-DPO on `<run>/pairs/<strategy>/` joined to `<run>/candidates/`; outputs `<run>/train/<strategy>/`."""
+
     strategy: str = "majority"
     use_lora: bool = True
     lora_rank: int = Field(8, ge=1)
-    lora_alpha: float | None = None
+    lora_alpha: float | None = Field(None, gt=0.0, description="LoRA alpha; default: the rank (scale 1)")
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     beta: float = Field(5000.0, gt=0.0, description="β of eq. 14, applied as β/2 inside the sigmoid")
     loss_type: Literal["sigmoid", "hinge", "ipo"] = "sigmoid"
     weight_by_confidence: bool = False
     learning_rate: float = Field(1e-4, gt=0.0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     lr_warmup_steps: int = Field(0, ge=0)
-    max_steps: int = Field(100, ge=1)
+    max_steps: int = Field(100, ge=1, description="optimizer steps")
     batch_size: int = Field(4, ge=1, description="pairs per step per process")
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     optimizer: Literal["adamw", "adafactor"] = "adamw"
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="newest accelerate checkpoints kept on disk")
+    resume: str = Field(
+        "auto", description="auto (newest checkpoint if any) | never | a checkpoint directory"
+    )
     log_every: int = Field(10, ge=1)
     tracker: Literal["tensorboard", "none"] = "tensorboard"
+    eval_pairs: int = Field(
+        256, ge=0, description="pairs scored with fixed noise before/after training; 0: off"
+    )
+    encode_batch_size: int = Field(16, ge=1, description="images / prompts per VAE or text-encoder call")
     ref_update: RefUpdateSection = Field(default_factory=RefUpdateSection)
     seed: int = 0
 
