@@ -17,10 +17,14 @@ $(PY):
 
 # torch 2.14.1 + torchvision 0.29.1 are pinned here (not in pyproject) because they are the pair this machine
 # holds on disk; pyproject keeps ranges so a GPU cluster image can bring its own CUDA build.
+# hpsv2 and image-reward are the reference implementations for the scorer parity tests only: their pinned
+# dependencies are broken on current libraries, so they go in with --no-deps (tests/test_scorers_parity.py shims the
+# few imports they need). The project itself never imports them.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q 'torch==2.14.1' 'torchvision==0.29.1'
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'hpsv2==1.2.0' 'image-reward==1.5'
 	touch $(STAMP)
 
 install: $(STAMP)
