@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from pipeline.config import RunConfig, TrainSection
 from pipeline.io import write_manifest
@@ -105,8 +106,10 @@ def dpo_forward(
     noisy = add_noise(latents, eps, alpha_bar)
     target = diffusion_target(prediction_type, latents, eps, alpha_bar)
     cond = {k: torch.cat([batch[k], batch[k]]) for k in ("embeds", "pooled", "time_ids") if k in batch}
-    ref_mse = per_sample_mse(reference.predict(noisy, t, cond), target)
-    policy_mse = per_sample_mse(unet_predict(unet, noisy, t, cond), target)
+    with record_function("dpo/reference_unet"):
+        ref_mse = per_sample_mse(reference.predict(noisy, t, cond), target)
+    with record_function("dpo/policy_unet"):
+        policy_mse = per_sample_mse(unet_predict(unet, noisy, t, cond), target)
     weights = batch["confidence"] if tcfg.weight_by_confidence else None
     return dpo_loss(
         policy_mse[:n], policy_mse[n:], ref_mse[:n], ref_mse[n:], tcfg.beta, tcfg.loss_type, weights
@@ -143,6 +146,82 @@ def evaluate_pairs(
             sums[k] = sums.get(k, 0.0) + float(v) * len(rows)
     unet.train(was_training)
     return {k: v / n for k, v in sums.items()}
+
+
+@dataclass
+class StepContext:
+    """What one optimizer step needs; shared by `train` and the benchmark, so both time the same code."""
+
+    accelerator: Any
+    unet: torch.nn.Module  # as prepared by accelerate (DDP-wrapped with several processes)
+    reference: AdapterReference | UNetReference
+    optimizer: Any
+    lr_scheduler: Any
+    params: list[torch.nn.Parameter]
+    data: TrainData
+    tcfg: TrainSection
+    alphas_cumprod: torch.Tensor
+    prediction_type: str
+
+
+def optimizer_step(ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
+    """Optimizer step `step` (0-based): its micro-batches (this process's share), backward, clip, update.
+
+    Returns the step's metrics (means over micro-batches, still on the device). Raises `NonFiniteLossError`
+    before touching the weights if any process's loss is NaN or infinite.
+    """
+    acc, tcfg, data = ctx.accelerator, ctx.tcfg, ctx.data
+    device = acc.device
+    accum = tcfg.gradient_accumulation_steps
+    global_batch = tcfg.batch_size * acc.num_processes
+    mine = slice(acc.process_index * tcfg.batch_size, (acc.process_index + 1) * tcfg.batch_size)
+    metrics: dict[str, torch.Tensor] = {}
+    for micro in range(accum):
+        micro_step = step * accum + micro
+        with record_function("dpo/data"):
+            rows = step_pairs(micro_step, global_batch, len(data), tcfg.seed)
+            noise, timesteps = step_noise(
+                micro_step, global_batch, data.latent_shape, len(ctx.alphas_cumprod), tcfg.seed, TRAIN_STREAM
+            )
+            batch = data.batch(rows[mine], device)
+            noise, timesteps = noise[mine].to(device), timesteps[mine].to(device)
+        sync = acc.no_sync(ctx.unet) if micro < accum - 1 else nullcontext()
+        with sync:
+            with acc.autocast():
+                out = dpo_forward(
+                    ctx.unet,
+                    ctx.reference,
+                    batch,
+                    noise,
+                    timesteps,
+                    ctx.alphas_cumprod,
+                    ctx.prediction_type,
+                    tcfg,
+                )
+            losses = acc.gather(out.loss.detach().reshape(1))
+            if not torch.isfinite(losses).all():
+                raise NonFiniteLossError(
+                    f"non-finite loss {losses.tolist()} at step {step + 1} (micro-step {micro}); "
+                    "stopped before the optimizer step"
+                )
+            with record_function("dpo/backward"):
+                acc.backward(out.loss / accum)
+        for k, v in out.metrics.items():
+            metrics[k] = metrics.get(k, 0.0) + v / accum
+    with record_function("dpo/optimizer"):
+        if acc.sync_gradients:
+            acc.clip_grad_norm_(ctx.params, tcfg.max_grad_norm)
+        ctx.optimizer.step()
+        ctx.lr_scheduler.step()
+        ctx.optimizer.zero_grad(set_to_none=True)
+    return metrics
+
+
+def reduce_window(accelerator, window: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+    """Mean of summed step metrics over the window and over processes (one collective)."""
+    keys = list(window)
+    reduced = accelerator.reduce(torch.stack([window[k] for k in keys]) / steps, reduction="mean")
+    return dict(zip(keys, reduced.tolist(), strict=True))
 
 
 def find_checkpoint(resume: str, checkpoints_dir: Path) -> Path | None:
@@ -317,7 +396,7 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
                 raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
             )
 
-        rank, world = accelerator.process_index, accelerator.num_processes
+        world = accelerator.num_processes
         global_batch = tcfg.batch_size * world
         accum = tcfg.gradient_accumulation_steps
         progress = tqdm(
@@ -326,75 +405,47 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
             desc="dpo",
             disable=not accelerator.is_local_main_process,
         )
-        window: dict[str, float] = {}
+        window: dict[str, torch.Tensor] = {}
         window_steps = 0
         last_metrics: dict[str, float] = {}
         t_train = time.perf_counter()
         steps_done = 0
+        ctx = StepContext(
+            accelerator, unet, reference, optimizer, lr_scheduler, params, data, tcfg, alphas_cumprod,
+            prediction_type,
+        )  # fmt: skip
         while state.step < tcfg.max_steps and (stop_at_step is None or state.step < stop_at_step):
-            step_metrics: dict[str, torch.Tensor] = {}
-            for micro in range(accum):
-                micro_step = state.step * accum + micro
-                rows = step_pairs(micro_step, global_batch, len(data), tcfg.seed)
-                noise, timesteps = step_noise(
-                    micro_step, global_batch, data.latent_shape, len(alphas_cumprod), tcfg.seed, TRAIN_STREAM
-                )
-                mine = slice(rank * tcfg.batch_size, (rank + 1) * tcfg.batch_size)
-                batch = data.batch(rows[mine], device)
-                sync = accelerator.no_sync(unet) if micro < accum - 1 else nullcontext()
-                with sync:
-                    with accelerator.autocast():
-                        out = dpo_forward(
-                            unet,
-                            reference,
-                            batch,
-                            noise[mine].to(device),
-                            timesteps[mine].to(device),
-                            alphas_cumprod,
-                            prediction_type,
-                            tcfg,
-                        )
-                    losses = accelerator.gather(out.loss.detach().reshape(1))
-                    if not torch.isfinite(losses).all():
-                        message = (
-                            f"non-finite loss {losses.tolist()} at step {state.step + 1} (micro-step {micro}); "
-                            f"stopped before the optimizer step, last good checkpoint: {last_checkpoint}"
-                        )
-                        if accelerator.is_main_process:
-                            write_manifest(
-                                out_dir,
-                                stage="train",
-                                status=f"failed: {message}",
-                                step=state.step,
-                                last_checkpoint=str(last_checkpoint) if last_checkpoint else None,
-                                config=cfg.model_dump(mode="json"),
-                            )
-                        raise NonFiniteLossError(message)
-                    accelerator.backward(out.loss / accum)
-                for k, v in out.metrics.items():
-                    step_metrics[k] = step_metrics.get(k, 0.0) + v / accum
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, tcfg.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            try:
+                step_metrics = optimizer_step(ctx, state.step)
+            except NonFiniteLossError as exc:
+                message = f"{exc}; last good checkpoint: {last_checkpoint}"
+                if accelerator.is_main_process:
+                    write_manifest(
+                        out_dir,
+                        stage="train",
+                        status=f"failed: {message}",
+                        step=state.step,
+                        last_checkpoint=str(last_checkpoint) if last_checkpoint else None,
+                        config=cfg.model_dump(mode="json"),
+                    )
+                raise NonFiniteLossError(message) from None
             state.step += 1
             steps_done += 1
             progress.update(1)
 
             if should_refresh(state.step, tcfg.ref_update.mode, tcfg.ref_update.every):
-                reference.refresh(raw_unet, tcfg.ref_update.mode, tcfg.ref_update.decay)
+                with record_function("dpo/refresh"):
+                    reference.refresh(raw_unet, tcfg.ref_update.mode, tcfg.ref_update.decay)
                 state.refreshes.append(state.step)
                 accelerator.log({"ref/refresh": 1.0}, step=state.step)
                 logger.info("reference refreshed (%s) at step %d", tcfg.ref_update.mode, state.step)
                 progress.write(f"[ref] {tcfg.ref_update.mode} refresh at step {state.step}")
 
-            reduced = accelerator.reduce(torch.stack(list(step_metrics.values())), reduction="mean")
-            for k, v in zip(step_metrics, reduced.tolist(), strict=True):
+            for k, v in step_metrics.items():  # summed on the device; one reduction per log line
                 window[k] = window.get(k, 0.0) + v
             window_steps += 1
             if state.step % tcfg.log_every == 0 or state.step == tcfg.max_steps:
-                last_metrics = {k: v / window_steps for k, v in window.items()}
+                last_metrics = reduce_window(accelerator, window, window_steps)
                 last_metrics["lr"] = lr_scheduler.get_last_lr()[0]
                 accelerator.log({f"train/{k}": v for k, v in last_metrics.items()}, step=state.step)
                 progress.set_postfix(
@@ -413,7 +464,7 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
         timings["train_s"] = time.perf_counter() - t_train
         timings["steps_per_s"] = steps_done / timings["train_s"] if steps_done else math.nan
         if window_steps:
-            last_metrics = {k: v / window_steps for k, v in window.items()}
+            last_metrics = reduce_window(accelerator, window, window_steps)
 
         finished = state.step >= tcfg.max_steps
         eval_after: dict[str, float] = {}
