@@ -101,6 +101,10 @@ class Backbone:
         self.memo_size = 4096
         self.images_encoded = 0  # counts vision-tower work; tests check the sharing with it
 
+    def clear_memo(self) -> None:
+        """Forget memoised embeddings (benchmarks and tests that must recompute)."""
+        self._memo.clear()
+
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image], transform: Callable, **kw: Any) -> torch.Tensor:
         """Unnormalised image embeddings (float32), computing only the images not seen before."""

@@ -59,7 +59,7 @@ def test_scores_do_not_depend_on_batch_size_or_batch_neighbours(scorers, name):
     whole = scorer(images, prompts)
     backbone = getattr(scorer, "backbone", None)
     if backbone is not None:
-        backbone._memo.clear()  # recompute the image tower one image at a time, not from the memo
+        backbone.clear_memo()  # recompute the image tower one image at a time, not from the memo
     one_by_one = np.array([scorer([im], [p])[0] for im, p in zip(images, prompts, strict=True)])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5, rtol=1e-5)
 
@@ -237,3 +237,31 @@ def test_tiny_config_lists_five_tiny_scorers_that_build():
     images = _pil(3, seed=8)
     for spec in specs:
         assert build_scorer(spec)(images, ["a cat"] * 3).shape == (3,)
+
+
+# ---- slow: full-size architectures, GPU half precision -------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_random_full_builds_the_real_architecture(name):
+    """`pretrained: random-full` is what the GPU benchmark uses: the real sizes, random weights, no download."""
+    scorer = build_scorer(ScorerSpec(name=name, pretrained="random-full", batch_size=2))
+    model = getattr(scorer, "model", None) or scorer.backbone.model
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 300e6  # ViT-H-14 ≈ 986M, CLIP-H ≈ 986M, ViT-L/14 ≈ 428M, BLIP-L + BERT ≈ 450M
+    scores = scorer(_pil(2, size=96), ["a cat", "a dog"])
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (float16 path)")
+@pytest.mark.parametrize("name", TINY_NAMES)
+def test_float16_on_gpu_agrees_with_float32_on_cpu(name):
+    gpu = build_scorer(ScorerSpec(name=name, pretrained="tiny", device="cuda"))
+    assert gpu.dtype == torch.float16
+    cpu = build_scorer(ScorerSpec(name=name, pretrained="tiny", device="cpu"))
+    images, prompts = _pil(16, seed=2), ["a photo of a cat"] * 16
+    half, full = gpu(images, prompts), cpu(images, prompts)
+    spread = full.std()
+    assert np.abs(half - full).max() < 0.05 * spread
