@@ -5,7 +5,7 @@ image a before image b by id) whose columns are `vote_<m>` (Int8, +1 when metric
 prefers b, 0 when the scores differ by at most the metric's epsilon), `votes_a`, `votes_b` (how many metrics
 prefer each side), and, where a strategy needs them, `a_<m>` / `b_<m>` (raw scores) or `za_<m>` / `zb_<m>`
 (z-scores). A strategy returns a `Decision`: `a_wins` (bool) and `reason` (null when the pair is kept, else
-why it is dropped). Nothing here touches files, so the rules can be tested on hand-made frames.
+a UInt8 code of why it is dropped; `reason_name` turns it into one of `REASONS`). Nothing here touches files, so the rules can be tested on hand-made frames.
 
 Strategy names as written on disk: `majority`, `single_<metric>`, `random_metric`, `sum`, `normalized_sum`,
 `weighted_majority`. Configs and the CLI may also write `single:<metric>`.
@@ -31,6 +31,18 @@ REASONS = (
     "no_weighted_majority",  # the larger side holds at most half of the total weight
     "tie",  # the deciding metric or score sum is equal for both images
 )
+
+
+def _code(reason: str) -> pl.Expr:
+    """Reasons travel through the query as small integers (1-based index into REASONS): cheaper than strings."""
+    return pl.lit(REASONS.index(reason) + 1, pl.UInt8)
+
+
+_KEPT = pl.lit(None, pl.UInt8)
+
+
+def reason_name(code: int) -> str:
+    return REASONS[code - 1]
 
 
 class StrategyError(ValueError):
@@ -108,12 +120,12 @@ def majority(rule: VoteRule) -> Decision:
     va, vb = pl.col("votes_a"), pl.col("votes_b")
     reason = (
         pl.when((va == 0) & (vb == 0))
-        .then(pl.lit("no_majority_all_tied"))
+        .then(_code("no_majority_all_tied"))
         .when(va == vb)
-        .then(pl.lit("no_majority_split"))
+        .then(_code("no_majority_split"))
         .when(pl.max_horizontal(va, vb) < rule.min_agree)
-        .then(pl.lit("no_majority_below_min_agree"))
-        .otherwise(pl.lit(None, pl.String))
+        .then(_code("no_majority_below_min_agree"))
+        .otherwise(_KEPT)
     )
     return Decision(a_wins=va > vb, reason=reason)
 
@@ -130,20 +142,18 @@ def weighted_majority(rule: VoteRule) -> Decision:
     )
     reason = (
         pl.when((pl.col("votes_a") == 0) & (pl.col("votes_b") == 0))
-        .then(pl.lit("no_majority_all_tied"))
+        .then(_code("no_majority_all_tied"))
         .when(wa == wb)
-        .then(pl.lit("no_majority_split"))
+        .then(_code("no_majority_split"))
         .when(pl.max_horizontal(wa, wb) <= total / 2)
-        .then(pl.lit("no_weighted_majority"))
-        .otherwise(pl.lit(None, pl.String))
+        .then(_code("no_weighted_majority"))
+        .otherwise(_KEPT)
     )
     return Decision(a_wins=wa > wb, reason=reason)
 
 
 def _decided_by(vote: pl.Expr) -> Decision:
-    return Decision(
-        a_wins=vote > 0, reason=pl.when(vote == 0).then(pl.lit("tie")).otherwise(pl.lit(None, pl.String))
-    )
+    return Decision(a_wins=vote > 0, reason=pl.when(vote == 0).then(_code("tie")).otherwise(_KEPT))
 
 
 def single(metric: str) -> Decision:
@@ -180,17 +190,13 @@ def _difference_of_sums(prefix_a: str, prefix_b: str, metrics: list[str]) -> pl.
 def score_sum(rule: VoteRule) -> Decision:
     """Raw score sum: the metric with the largest scale dominates, which is what the vote avoids."""
     diff = _difference_of_sums("a_", "b_", rule.metrics)
-    return Decision(
-        a_wins=diff > 0, reason=pl.when(diff == 0).then(pl.lit("tie")).otherwise(pl.lit(None, pl.String))
-    )
+    return Decision(a_wins=diff > 0, reason=pl.when(diff == 0).then(_code("tie")).otherwise(_KEPT))
 
 
 def normalized_sum(rule: VoteRule) -> Decision:
     """Sum of z-scores (per prompt or over the table, see `pipeline.pairing.add_z_scores`)."""
     diff = _difference_of_sums("za_", "zb_", rule.metrics)
-    return Decision(
-        a_wins=diff > 0, reason=pl.when(diff == 0).then(pl.lit("tie")).otherwise(pl.lit(None, pl.String))
-    )
+    return Decision(a_wins=diff > 0, reason=pl.when(diff == 0).then(_code("tie")).otherwise(_KEPT))
 
 
 def decide(name: str, rule: VoteRule) -> Decision:

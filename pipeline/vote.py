@@ -55,6 +55,7 @@ from pipeline.strategies import (
     default_min_agree,
     disk_name,
     needs,
+    reason_name,
 )
 
 ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
@@ -246,7 +247,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
 def summarise_counts(counts: pl.DataFrame, stats: CandidateStats) -> dict[str, Any]:
     """Formed = kept + Σ dropped; formed equals the possible pairs for `all` pairing (checked by the tests)."""
     by_reason = counts.group_by("_reason").agg(pl.col("n").sum()).sort("_reason", nulls_last=True)
-    dropped = {r: int(n) for r, n in by_reason.iter_rows() if r is not None}
+    dropped = {reason_name(r): int(n) for r, n in by_reason.iter_rows() if r is not None}
     kept = int(by_reason.filter(pl.col("_reason").is_null())["n"].sum())
     return {
         "candidates": stats.rows,

@@ -1,5 +1,8 @@
 """Where the metrics disagree: the diagnostics written beside the pairs, as PNG plots and a markdown summary.
 
+Plots use matplotlib's `Figure` directly (no pyplot): no global backend is switched, so importing this module
+inside a notebook leaves its inline plots alone.
+
 - per-metric score distributions (each metric on its own scale);
 - the pairwise metric agreement matrix: share of pairs where two metrics cast the same vote, and Kendall's tau-b
   pooled over within-prompt pairs (scores are only compared inside a prompt, never across prompts);
@@ -8,7 +11,7 @@
 - how often each metric is overruled by the majority (it voted for the loser of a kept majority pair).
 
 The vote-margin histogram is exact (it comes from the same pass as the manifest's counts). Everything else is
-computed on at most `vote.diagnostics_max_prompts` prompts (and about 2M pairs); `summary.md` and
+computed on at most `vote.diagnostics_max_prompts` prompts (and about 250k pairs); `summary.md` and
 `diagnostics.json` say whether and how much was sampled.
 """
 
@@ -19,19 +22,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.figure import Figure
 
 from pipeline.config import VoteSection
 from pipeline.pairing import add_z_scores, form_pairs
 from pipeline.schema import SCORE_PREFIX
 from pipeline.strategies import VoteRule, decide
 
-MAX_SAMPLE_PAIRS = 2_000_000
+MAX_SAMPLE_PAIRS = 250_000
 
 
 def agreement_matrix(pairs: pl.DataFrame, metrics: list[str]) -> np.ndarray:
@@ -117,7 +117,8 @@ def _sample(
 
 
 def _heatmaps(path: Path, metrics: list[str], agree: np.ndarray, tau: np.ndarray) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(metrics), 2 + 0.8 * len(metrics)))
+    fig = Figure(figsize=(4 + 1.6 * len(metrics), 2 + 0.8 * len(metrics)))
+    axes = fig.subplots(1, 2)
     for ax, mat, title, vmin in (
         (axes[0], agree, "sign agreement", 0.0),
         (axes[1], tau, "Kendall tau-b", -1.0),
@@ -132,21 +133,21 @@ def _heatmaps(path: Path, metrics: list[str], agree: np.ndarray, tau: np.ndarray
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _score_plot(path: Path, scores: pl.DataFrame, metrics: list[str]) -> None:
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 2.4), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(metrics), 2.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
         ax.hist(scores[SCORE_PREFIX + m].to_numpy(), bins=40, color="tab:blue")
         ax.set_title(m)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _bar_plot(path: Path, labels: list[str], series: dict[str, list[float]], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels) * len(series), 3))
+    fig = Figure(figsize=(1.2 + 0.6 * len(labels) * len(series), 3))
+    ax = fig.subplots()
     width = 0.8 / len(series)
     for k, (name, values) in enumerate(series.items()):
         ax.bar(
@@ -158,10 +159,9 @@ def _bar_plot(path: Path, labels: list[str], series: dict[str, list[float]], tit
     ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=45, ha="right")
     ax.set_title(title)
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _fmt(x: float | None) -> str:
