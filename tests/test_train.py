@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from trainer.export import final_weights_dir, load_tuned_pipeline
 from trainer.loop import NonFiniteLossError, train
 from trainer.toy import copy_toy_run
 
+ROOT = Path(__file__).resolve().parent.parent
 GEN = GenerationSection(height=64, width=64, num_inference_steps=3, guidance_scale=5.0)
 
 
@@ -194,3 +196,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not (run / "train" / "majority" / "final").exists()
     manifest = json.loads((run / "train" / "majority" / "manifest.json").read_text())
     assert manifest["status"].startswith("failed: non-finite loss")
+
+
+@pytest.mark.parametrize(("family", "use_lora"), [("sd21", True), ("sdxl", False)])
+def test_step_benchmark_runs_the_trainer_step_on_random_weights(family, use_lora):
+    """benchmarks/bench_train.py's step benchmark (what the GPU check calls with size=full) returns numbers."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.bench_steps(family, "tiny", use_lora, "hard", steps=1, batch_size=2, warmup_steps=1)
+    assert out["steps_per_s"] > 0 and out["pairs_per_s"] == pytest.approx(2 * out["steps_per_s"])
+    assert out["method"] == ("lora" if use_lora else "full") and out["trainable_params_m"] > 0

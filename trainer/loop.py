@@ -299,6 +299,45 @@ def _load_models(cfg: RunConfig, device: torch.device):
     return path, family, unet, scheduler
 
 
+def build_training(unet: torch.nn.Module, tcfg: TrainSection, device: torch.device):
+    """Policy (LoRA adapters or all weights trainable), reference, optimizer and LR schedule, on `device`.
+
+    Returns (unet, reference, trainable params, optimizer, lr_scheduler), none of them prepared by accelerate yet.
+    """
+    from diffusers.optimization import get_scheduler
+
+    if tcfg.use_lora:
+        add_lora_adapters(unet, tcfg.lora_rank, tcfg.lora_alpha, tcfg.lora_target_modules)
+    else:
+        unet.requires_grad_(True)
+    if tcfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    half = None
+    if device.type == "cuda" and tcfg.mixed_precision != "no":
+        half = torch.float16 if tcfg.mixed_precision == "fp16" else torch.bfloat16
+    if tcfg.use_lora and half is not None:
+        # Frozen base weights in half precision; both adapters stay float32.
+        unet.to(half)
+        for name, p in unet.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.float()
+    unet.to(device)
+    unet.train()
+    if tcfg.use_lora:
+        reference: AdapterReference | UNetReference = AdapterReference(unet)
+    else:  # a frozen copy; under GPU mixed precision it is stored in half precision, as it only predicts
+        reference = UNetReference(unet).to(device, dtype=half)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = _build_optimizer(params, tcfg)
+    lr_scheduler = get_scheduler(
+        "constant_with_warmup" if tcfg.lr_scheduler == "constant" else tcfg.lr_scheduler,
+        optimizer,
+        num_warmup_steps=tcfg.lr_warmup_steps,
+        num_training_steps=tcfg.max_steps,
+    )
+    return unet, reference, params, optimizer, lr_scheduler
+
+
 def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
     """Train the configured strategy's pairs; resume from the newest checkpoint when `train.resume` is auto.
 
@@ -309,7 +348,6 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     tcfg = cfg.train
@@ -349,31 +387,7 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
             )
         timings["prepare_s"] = time.perf_counter() - t0
 
-        # Policy and reference.
-        if tcfg.use_lora:
-            add_lora_adapters(unet, tcfg.lora_rank, tcfg.lora_alpha, tcfg.lora_target_modules)
-        else:
-            unet.requires_grad_(True)
-        if tcfg.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        if tcfg.use_lora and device.type == "cuda" and tcfg.mixed_precision != "no":
-            # Frozen base weights in half precision; both adapters stay float32.
-            half = torch.float16 if tcfg.mixed_precision == "fp16" else torch.bfloat16
-            unet.to(half)
-            for name, p in unet.named_parameters():
-                if "lora_" in name:
-                    p.data = p.data.float()
-        unet.to(device)
-        unet.train()
-        reference = AdapterReference(unet) if tcfg.use_lora else UNetReference(unet).to(device)
-        params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = _build_optimizer(params, tcfg)
-        lr_scheduler = get_scheduler(
-            "constant_with_warmup" if tcfg.lr_scheduler == "constant" else tcfg.lr_scheduler,
-            optimizer,
-            num_warmup_steps=tcfg.lr_warmup_steps,
-            num_training_steps=tcfg.max_steps,
-        )
+        unet, reference, params, optimizer, lr_scheduler = build_training(unet, tcfg, device)
         unet, optimizer = accelerator.prepare(unet, optimizer)
         state = TrainState()
         accelerator.register_for_checkpointing(lr_scheduler, state)
