@@ -100,6 +100,7 @@ class Backbone:
         self._memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.memo_size = 4096
         self.images_encoded = 0  # counts vision-tower work; tests check the sharing with it
+        self.users = 0  # scorers holding this backbone; the memo (hashing every image) only pays off when > 1
 
     def clear_memo(self) -> None:
         """Forget memoised embeddings (benchmarks and tests that must recompute)."""
@@ -107,7 +108,11 @@ class Backbone:
 
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image], transform: Callable, **kw: Any) -> torch.Tensor:
-        """Unnormalised image embeddings (float32), computing only the images not seen before."""
+        """Unnormalised image embeddings (float32); with a shared backbone, only of images not seen before."""
+        if self.users <= 1:
+            pixels = stack(images, transform, self.device, self.dtype, **kw)
+            self.images_encoded += len(images)
+            return self.model.encode_image(pixels).float()
         keys = [(transform.__name__, tuple(sorted(kw.items())), image_digest(im)) for im in images]
         todo = [i for i, k in enumerate(keys) if k not in self._memo]
         if todo:
@@ -156,6 +161,7 @@ def get_backbone(
         except (OSError, RuntimeError) as exc:  # open_clip's own download/load failures
             raise ScorerError(f"cannot load open_clip backbone {weights}: {exc}") from exc
         _BACKBONES[key] = Backbone(model, tokenizer, device, dtype)
+    _BACKBONES[key].users += 1
     return _BACKBONES[key]
 
 

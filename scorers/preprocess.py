@@ -11,7 +11,9 @@ families cover every metric here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torchvision.transforms.functional as TF
@@ -27,13 +29,16 @@ def hps_pad_square(
     size: int = 224,
     mean: Sequence[float] = OPENAI_MEAN,
     std: Sequence[float] = OPENAI_STD,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """HPSv2 preprocessing of one RGB image → (3, size, size).
+    """HPSv2 preprocessing of one RGB image → (3, size, size), computed on `device` (the model's: on a GPU the
+    antialiased resize of a large image is much cheaper there than on the CPU).
 
     The reference skips resizing and padding when the longest side already equals `size`; a non-square result
     could not be batched, so we always pad to a square (identical output for square images and for all others).
     """
-    tensor = TF.to_tensor(image)
+    # to_tensor's exact arithmetic (uint8 → float / 255), but after the cheap uint8 copy to the device.
+    tensor = TF.pil_to_tensor(image).to(device or "cpu").float().div(255)
     height, width = tensor.shape[1:]
     scale = size / float(max(height, width))
     if scale != 1.0:
@@ -50,15 +55,33 @@ def clip_center_crop(
     size: int = 224,
     mean: Sequence[float] = OPENAI_MEAN,
     std: Sequence[float] = OPENAI_STD,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """OpenAI CLIP preprocessing of one RGB image → (3, size, size)."""
+    """OpenAI CLIP preprocessing of one RGB image → (3, size, size). The resize stays in PIL (uint8, as the
+    reference rounds); only the small cropped result moves to `device`."""
     image = TF.resize(image, size, InterpolationMode.BICUBIC)
     image = TF.center_crop(image, [size, size])
-    return TF.normalize(TF.to_tensor(image.convert("RGB")), list(mean), list(std))
+    tensor = TF.pil_to_tensor(image.convert("RGB")).to(device or "cpu").float().div(255)
+    return TF.normalize(tensor, list(mean), list(std))
+
+
+def _workers() -> int:
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not on Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+_POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="preprocess")
 
 
 def stack(
     images: Sequence[Image.Image], transform, device: torch.device, dtype: torch.dtype, **kw
 ) -> torch.Tensor:
-    """Preprocess a batch and move it to the model's device and dtype in one copy."""
-    return torch.stack([transform(im, **kw) for im in images]).to(device=device, dtype=dtype)
+    """Preprocess a batch on a few threads (PIL and torch release the GIL) and stack it on the model's device."""
+
+    def one(image: Image.Image) -> torch.Tensor:
+        return transform(image, device=device, **kw)
+
+    tensors = list(_POOL.map(one, images)) if len(images) > 1 else [one(images[0])]
+    return torch.stack(tensors).to(dtype=dtype)
