@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pipeline.stage1_batches import (
     ModelLoader,
     ScoreBatch,
     ScorerFactory,
+    ScoringError,
     Stage1Error,
     plan_items,
 )
@@ -145,19 +147,18 @@ def _resolve_prompts(cfg: RunConfig, prompts: PromptsSection | PromptSet | Seque
     return prompts_from_strings(list(prompts))
 
 
+_WORKER_ERROR = re.compile(r"pipeline\.stage1_batches\.(ScoringError|Stage1Error): (.*)")
+
+
 def _stage1_error(exc: BaseException) -> Stage1Error | None:
-    """The Stage1Error a Ray worker raised, unwrapped from Ray's exception wrappers."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, Stage1Error):
-            return e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return None
+    """The Stage1Error a Ray worker raised: Ray ships it back as text inside its own exception types."""
+    if isinstance(exc, Stage1Error):
+        return exc
+    found = _WORKER_ERROR.findall(str(exc))
+    if not found:
+        return None
+    kind, message = found[-1]
+    return (ScoringError if kind == "ScoringError" else Stage1Error)(message)
 
 
 def run_stage1(
@@ -270,9 +271,9 @@ def _execute(
             bar.update(store.write(batch))
     except Exception as exc:
         inner = _stage1_error(exc)
-        if inner is not None and inner is not exc:
-            raise type(inner)(str(inner)) from exc
-        raise
+        if inner is None or inner is exc:
+            raise
+        raise inner from exc
     finally:
         bar.close()
 

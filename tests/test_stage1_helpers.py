@@ -52,7 +52,7 @@ def make_scorer(spec: ScorerSpec) -> Scorer:
 
 def pickle_by_value() -> None:
     """Ray workers cannot import tests/; ship this module's classes inside the pickles instead."""
-    import cloudpickle
+    from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
