@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 from test_stage1_helpers import make_scorer, pickle_by_value, read_rows, tiny_config
 
+from pipeline.config import load_config
 from pipeline.io import read_manifest
 from pipeline.schema import candidates_schema, make_prompt_id
 from pipeline.stage1 import generate_and_score, run_stage1
@@ -34,7 +35,7 @@ from pipeline.stage1_batches import ScoringError
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SCRIPT_ARGS = [  # the small run every script test makes: 4 prompts x 3 seeds, no scorers (config-only scorers)
+SCRIPT_ARGS = [  # the small run of the script tests: 4 prompts x 3 seeds; no scorers unless a test keeps them
     "--set=prompts.limit=4",
     "--set=generation.num_candidates=3",
     "--set=generation.num_inference_steps=8",
@@ -319,18 +320,17 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
 
 
 def test_ray_job_submit_against_a_head_node(cluster, tmp_path):
+    """The command users run on a cluster, with the shipped config's real (tiny) scorers."""
     out_dir = tmp_path / "job"
+    args = [a for a in SCRIPT_ARGS if not a.startswith("--set=scoring.scorers")]
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={cluster.dashboard}", "--working-dir=."]
-    cmd += [
-        "--",
-        "python",
-        "pipeline/score.py",
-        "--config=configs/tiny.yaml",
-        f"--out-dir={out_dir}",
-        *SCRIPT_ARGS,
-    ]
-    job = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    cmd += ["--", "python", "pipeline/score.py", "--config=configs/tiny.yaml", f"--out-dir={out_dir}", *args]
+    job = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
     assert "succeeded" in job.stdout
     rows = read_rows(out_dir / "candidates")
     assert rows.num_rows == 12 and len(set(rows.column("image_id").to_pylist())) == 12
+    metrics = [s.name for s in load_config("configs/tiny.yaml").scoring.scorers]
+    assert rows.schema == candidates_schema(metrics) and len(metrics) >= 3
+    for name in metrics:
+        assert np.isfinite(rows.column(f"score_{name}").to_numpy()).all()
