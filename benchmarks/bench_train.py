@@ -283,6 +283,7 @@ def bench_steps(
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         return {
+            **_state_sizes(raw, reference, optimizer),
             "family": family,
             "size": size,
             "method": "lora" if use_lora else "full",
@@ -302,6 +303,23 @@ def bench_steps(
         AcceleratorState._reset_state(reset_partial_state=True)
         if cuda:
             torch.cuda.empty_cache()
+
+
+def _state_sizes(unet, reference, optimizer) -> dict[str, float]:
+    """MB held by the training state: UNet weights (incl. adapters), a reference copy, optimizer moments."""
+
+    def mb(tensors) -> float:
+        return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+    from trainer.reference import UNetReference
+
+    opt_state = [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    return {
+        "unet_mb": mb(unet.parameters()),
+        "reference_copy_mb": mb(reference.parameters()) if isinstance(reference, UNetReference) else 0.0,
+        "adapter_reference_mb": 0.0 if isinstance(reference, UNetReference) else mb(reference.parameters()),
+        "optimizer_state_mb": mb(opt_state),
+    }
 
 
 def bench_full_size(
@@ -372,7 +390,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("\n## Where step time goes (torch.profiler, labelled phases)\n")
         print(_table(phases, ["phase", "ms", "share"]))
-        result = {"tiny": rows, "profile": prof}
+        steps_rows = [
+            bench_steps("sd15", "tiny", lora, mode, args.steps, args.batch_size)
+            for lora in (False, True)
+            for mode in ("none", "hard", "ema")
+        ]
+        print("\n## Step benchmark, in process (tiny/sd15 random weights, reference refreshed every step)\n")
+        cols = ["method", "reference", "steps_per_s", "pairs_per_s", "unet_mb", "reference_copy_mb"]
+        print(_table(steps_rows, [*cols, "adapter_reference_mb", "optimizer_state_mb"]))
+        result = {"tiny": rows, "profile": prof, "steps": steps_rows}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2, default=str))
     return 0
