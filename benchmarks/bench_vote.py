@@ -4,7 +4,8 @@
     python benchmarks/bench_vote.py --prompts 100000       # the small size only
 
 Baselines: `floor` is a bare polars self-join that only computes the summed sign votes over the ids (collected in
-memory); `pandas` is a pandas merge doing the same (run only up to --pandas-max-prompts, since at 45M pairs it
+memory); `floor+write` is the same query written to parquet (a reference for what writing costs); `pandas` is a
+pandas merge doing the same (run only up to --pandas-max-prompts, since at 45M pairs it
 needs more memory than the machine has). Every method runs in a fresh child process, so each peak RSS is its own.
 The vote rows run `pipeline.vote.run_vote`: every column of the pairs schema written with `sink_parquet`, the
 input checks, the exact counts and the manifest; `+diagnostics` adds the plots and summary.
@@ -43,20 +44,20 @@ def make_candidates(path: Path, n_prompts: int, n_candidates: int) -> None:
     frame.write_parquet(path / "part-00000.parquet")
 
 
-def floor(candidates: Path) -> int:
+def floor(candidates: Path, write_to: Path | None = None) -> int:
     import polars as pl
+
+    from pipeline.vote import PARQUET_OPTIONS
 
     c = pl.scan_parquet(candidates / "*.parquet")
     a = c.select("prompt_id", ia="image_id", **{f"a{m}": f"score_{m}" for m in METRICS})
     b = c.select("prompt_id", ib="image_id", **{f"b{m}": f"score_{m}" for m in METRICS})
     votes = pl.sum_horizontal([(pl.col(f"a{m}") - pl.col(f"b{m}")).sign() for m in METRICS])
-    out = (
-        a.join(b, on="prompt_id")
-        .filter(pl.col("ia") < pl.col("ib"))
-        .select("ia", "ib", votes=votes)
-        .collect(engine="streaming")
-    )
-    return out.height
+    query = a.join(b, on="prompt_id").filter(pl.col("ia") < pl.col("ib")).select("ia", "ib", votes=votes)
+    if write_to is None:
+        return query.collect(engine="streaming").height
+    query.sink_parquet(write_to, **PARQUET_OPTIONS)
+    return pl.scan_parquet(write_to).select(pl.len()).collect().item()
 
 
 def pandas_merge(candidates: Path) -> int:
@@ -89,6 +90,9 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.child == "floor":
         rows = floor(candidates)
+    elif args.child == "floor+write":
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        rows = floor(candidates, Path(args.out) / "floor.parquet")
     elif args.child == "pandas":
         rows = pandas_merge(candidates)
     else:
@@ -138,7 +142,7 @@ def main() -> None:
                 f"= {n_pairs:,} pairs (table built in {time.perf_counter() - t:.1f} s)",
                 flush=True,
             )
-            methods = ["floor"]
+            methods = ["floor", "floor+write"]
             if n_prompts <= args.pandas_max_prompts:
                 methods.append("pandas")
             methods += [*args.strategies, "majority+diagnostics"]

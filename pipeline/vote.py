@@ -60,6 +60,9 @@ from pipeline.strategies import (
 
 ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
 PAIRS_FILE = "pairs.parquet"
+# Measured on the 2-core box (benchmarks/bench_vote.py): encoding the pairs dominates the vote; lz4 without
+# column statistics writes ≈ 25% faster than zstd with them, and pair order carries no meaning.
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4", "statistics": False, "maintain_order": False}
 
 
 def make_rule(vote: VoteSection, metrics: list[str]) -> VoteRule:
@@ -204,7 +207,9 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
 
     final = cfg.output_dir / "pairs" / name
     stage = _stage_dir(final)
-    sink = kept.sink_parquet(stage / PAIRS_FILE, arrow_schema=file_schema(metrics), lazy=True)
+    sink = kept.sink_parquet(
+        stage / PAIRS_FILE, arrow_schema=file_schema(metrics), lazy=True, **PARQUET_OPTIONS
+    )
     _, counts = pl.collect_all([sink, counts_query], engine="streaming")
     vote_seconds = time.perf_counter() - started
 
