@@ -21,7 +21,7 @@ Public functions (the stage-1 relabel mode and the trainer call these):
   - `human_pairs` (`HUMAN_PAIRS_SCHEMA`): `prompt_id`, `prompt`, `image_id_0`, `image_id_1`, `label_0`,
     `label_1` (float32), one row per input row, in input order.
 - `human_pairs_to_pairs(human_pairs, strategy="human") -> pa.Table` turns the human labels into our pairs schema
-  (`pairs_schema([])`, ties dropped) so our trainer can consume their data: write it to
+  (`pairs_schema([])`, ties and contradictory labels dropped, `pair_id` as in `pipeline.pairing.pair_id`) so our trainer can consume their data: write it to
   `<run>/pairs/human/` beside the imported candidates.
 - `export_pairs(pairs_dir, candidates_dir, out_path) -> Path` writes our pairs as one Pick-a-Pic parquet file:
   `caption`, `jpg_0`, `jpg_1`, `label_0`, `label_1`, `image_0_uid`, `image_1_uid`, `best_image_uid`,
@@ -42,7 +42,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.io import atomic_path
-from pipeline.schema import CANDIDATE_FIELDS, PAIR_FIELDS, make_image_id, make_pair_id, make_prompt_id
+from pipeline.pairing import pair_id
+from pipeline.schema import CANDIDATE_FIELDS, PAIR_FIELDS, make_image_id, make_prompt_id
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
 
@@ -203,7 +204,7 @@ def human_pairs_to_pairs(human_pairs: pa.Table, strategy: str = "human") -> pa.T
         image_id_l=pl.when(first_wins).then("image_id_1").otherwise("image_id_0"),
     ).unique(subset=["image_id_w", "image_id_l"], keep="first", maintain_order=True)
     pair_ids = [
-        make_pair_id(w, lo, strategy)
+        pair_id(w, lo)
         for w, lo in zip(pairs["image_id_w"].to_list(), pairs["image_id_l"].to_list(), strict=True)
     ]
     pairs = pairs.with_columns(

@@ -4,8 +4,9 @@ Every function here works on the oriented pair frame built by `pipeline.pairing`
 image a before image b by id) whose columns are `vote_<m>` (Int8, +1 when metric m prefers a, −1 when it
 prefers b, 0 when the scores differ by at most the metric's epsilon), `votes_a`, `votes_b` (how many metrics
 prefer each side), and, where a strategy needs them, `a_<m>` / `b_<m>` (raw scores) or `za_<m>` / `zb_<m>`
-(z-scores). A strategy returns a `Decision`: `a_wins` (bool) and `reason` (null when the pair is kept, else
-a UInt8 code of why it is dropped; `reason_name` turns it into one of `REASONS`). Nothing here touches files, so the rules can be tested on hand-made frames.
+(z-scores). A strategy returns a `Decision`: `a_wins` (bool) and `reason` (null when the pair is kept, else a
+UInt8 code of why it is dropped; `reason_name` turns it into one of `REASONS`). Nothing here touches files, so
+the rules can be tested on hand-made frames.
 
 Strategy names as written on disk: `majority`, `single_<metric>`, `random_metric`, `sum`, `normalized_sum`,
 `weighted_majority`. Configs and the CLI may also write `single:<metric>`.
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-STRATEGIES = ("majority", "single", "random_metric", "sum", "normalized_sum", "weighted_majority")
 _STRATEGY = re.compile(
     r"^(majority|random_metric|sum|normalized_sum|weighted_majority|single[:_]([a-z][a-z0-9_]*))$"
 )
@@ -214,7 +214,6 @@ def decide(name: str, rule: VoteRule) -> Decision:
     }[kind](rule)
 
 
-def needs(name: str) -> set[str]:
-    """Extra pair-frame columns a strategy reads: raw scores ("scores") or z-scores ("z")."""
-    kind, _ = parse_strategy(name)
-    return {"sum": {"scores"}, "normalized_sum": {"z"}}.get(kind, set())
+def needs_z_scores(name: str) -> bool:
+    """Only `normalized_sum` reads z-scores; every other strategy works from the votes or the raw scores."""
+    return parse_strategy(name)[0] == "normalized_sum"

@@ -54,7 +54,7 @@ from pipeline.strategies import (
     decide,
     default_min_agree,
     disk_name,
-    needs,
+    needs_z_scores,
     reason_name,
 )
 
@@ -126,7 +126,7 @@ def build_vote(
     """The whole vote as two lazy queries over one plan: the kept pairs, and the counts per
     (drop reason, votes_a, votes_b) that give the manifest and the exact vote-margin histogram.
     Collected together, polars reads and joins the candidates once."""
-    with_z = "z" in needs(strategy)
+    with_z = needs_z_scores(strategy)
     if with_z:
         candidates = add_z_scores(candidates, metrics, vote.normalize_scope)
     pairs = form_pairs(
@@ -195,52 +195,36 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     vote = cfg.vote
     candidates_dir = Path(candidates_dir or cfg.output_dir / "candidates")
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
-    prepared = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy)
-    candidates, metrics, rule, stats, name = (
-        prepared.candidates,
-        prepared.metrics,
-        prepared.rule,
-        prepared.stats,
-        prepared.strategy,
-    )
-    kept, counts_query = build_vote(candidates, metrics, rule, vote, name)
+    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy)
+    kept, counts_query = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy)
 
-    final = cfg.output_dir / "pairs" / name
+    final = cfg.output_dir / "pairs" / p.strategy
     stage = _stage_dir(final)
     sink = kept.sink_parquet(
-        stage / PAIRS_FILE, arrow_schema=file_schema(metrics), lazy=True, **PARQUET_OPTIONS
+        stage / PAIRS_FILE, arrow_schema=file_schema(p.metrics), lazy=True, **PARQUET_OPTIONS
     )
     _, counts = pl.collect_all([sink, counts_query], engine="streaming")
     vote_seconds = time.perf_counter() - started
 
-    summary = summarise_counts(counts, stats)
     diagnostics: dict[str, Any] = {}
     if vote.diagnostics:
         from pipeline.vote_diagnostics import write_diagnostics
 
         diagnostics = write_diagnostics(
-            stage / "diagnostics",
-            candidates,
-            metrics,
-            rule,
-            vote,
-            counts,
-            name,
-            stats.prompts,
-            stats.pairs_possible,
+            stage / "diagnostics", p.candidates, p.metrics, p.rule, vote, counts, p.strategy, p.stats
         )
     write_manifest(
         stage,
         stage="vote",
-        strategy=name,
-        metrics=metrics,
+        strategy=p.strategy,
+        metrics=p.metrics,
         pairing=vote.pairing,
-        min_agree=rule.min_agree,
-        epsilon={m: vote.epsilon.get(m, 0.0) for m in metrics},
-        weights={m: vote.weights.get(m, 1.0) for m in metrics},
+        min_agree=p.rule.min_agree,
+        epsilon={m: vote.epsilon.get(m, 0.0) for m in p.metrics},
+        weights={m: vote.weights.get(m, 1.0) for m in p.metrics},
         candidates_dir=str(candidates_dir),
         files=[PAIRS_FILE],
-        counts=summary,
+        counts=summarise_counts(counts, p.stats),
         diagnostics=diagnostics,
         config=vote.model_dump(mode="json"),
         timings={"vote_s": round(vote_seconds, 3), "total_s": round(time.perf_counter() - started, 3)},

@@ -27,7 +27,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from pipeline.config import VoteSection
-from pipeline.pairing import add_z_scores, form_pairs
+from pipeline.pairing import CandidateStats, add_z_scores, form_pairs
 from pipeline.schema import SCORE_PREFIX
 from pipeline.strategies import VoteRule, decide
 
@@ -176,12 +176,12 @@ def write_diagnostics(
     vote: VoteSection,
     counts: pl.DataFrame,
     strategy: str,
-    total_prompts: int,
-    pairs_possible: int,
+    stats: CandidateStats,
 ) -> dict[str, Any]:
     """Write plots, `summary.md` and `diagnostics.json` into `out_dir`; returns what the manifest records."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_prompt = pairs_possible / max(total_prompts, 1)
+    total_prompts = stats.prompts
+    per_prompt = stats.pairs_possible / max(total_prompts, 1)
     sample, n_prompts, sampled = _sample(candidates, vote.diagnostics_max_prompts, total_prompts, per_prompt)
     sample = sample.collect()
     if vote.normalize_scope == "prompt":

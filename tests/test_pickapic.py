@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.io import write_parquet_atomic
+from pipeline.pairing import pair_id
 from pipeline.pickapic import (
     HUMAN_PAIRS_SCHEMA,
     PickapicError,
@@ -19,7 +20,7 @@ from pipeline.pickapic import (
     human_pairs_to_pairs,
     import_pickapic,
 )
-from pipeline.schema import CANDIDATE_FIELDS, PAIR_FIELDS, make_pair_id, make_prompt_id
+from pipeline.schema import CANDIDATE_FIELDS, PAIR_FIELDS, make_prompt_id
 from pipeline.synthetic_candidates import png_bytes, random_candidates
 
 
@@ -117,7 +118,7 @@ def test_human_pairs_to_pairs_drops_ties_and_contradictions():
         (h[1]["image_id_1"], h[1]["image_id_0"]),
         (h[3]["image_id_1"], h[3]["image_id_0"]),
     ]
-    assert rows[0]["pair_id"] == make_pair_id(rows[0]["image_id_w"], rows[0]["image_id_l"], "human")
+    assert rows[0]["pair_id"] == pair_id(rows[0]["image_id_l"], rows[0]["image_id_w"])
     # The same two images labelled both ways: neither label is kept.
     flipped = human.slice(0, 1).set_column(4, "label_0", pa.array([0.0], pa.float32()))
     flipped = flipped.set_column(5, "label_1", pa.array([1.0], pa.float32())).cast(HUMAN_PAIRS_SCHEMA)
@@ -133,7 +134,7 @@ def write_pairs(tmp_path, candidates: pa.Table) -> pa.Table:
     wl = [(ids[0], ids[1]), (ids[2], ids[0])]
     pairs = pa.table(
         {
-            "pair_id": [make_pair_id(w, lo, "majority") for w, lo in wl],
+            "pair_id": [pair_id(w, lo) for w, lo in wl],
             "prompt_id": [prompt_id] * 2,
             "prompt": [prompt] * 2,
             "image_id_w": [w for w, _ in wl],
