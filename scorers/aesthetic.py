@@ -37,6 +37,8 @@ FULL_DIM = 768
 def load_head(path: Path) -> RewardMLP:
     """Read the head's checkpoint; its input width comes from the first layer, so tiny heads load the same way."""
     state = read_state_dict(path)
+    if "0.weight" in state:  # saved from a bare nn.Sequential (some mirrors) rather than the script's MLP
+        state = {f"layers.{k}": v for k, v in state.items()}
     first = state.get("layers.0.weight")
     head = RewardMLP(first.shape[1] if first is not None else FULL_DIM)
     load_strict(head, state, path)

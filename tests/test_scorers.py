@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -171,6 +172,35 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         build_scorer(ScorerSpec(name="hpsv2", pretrained=str(tmp_path), device="cpu"))
     with pytest.raises(ScorerError, match=r"not found: .*nothing\.pth"):
         build_scorer(ScorerSpec(name="aesthetic", pretrained=str(tmp_path / "nothing.pth"), device="cpu"))
+
+
+@pytest.mark.parametrize(
+    ("name", "repo", "filename"),
+    [
+        ("hpsv21", "xswu/HPSv2", "HPS_v2.1_compressed.pt"),
+        ("aesthetic", "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"),
+        ("imagereward", "THUDM/ImageReward", "med_config.json"),
+    ],
+)
+def test_default_weights_come_from_the_hub(tmp_path, monkeypatch, name, repo, filename):
+    """Offline with an empty hub cache, the default spec fails on exactly the hub file it would download."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ScorerError, match=re.escape(f"cannot download {filename!r} from hub repo {repo!r}")):
+        build_scorer(ScorerSpec(name=name, device="cpu"))
+
+
+def test_aesthetic_head_saved_as_bare_sequential_loads(tmp_path, scorers):
+    state = torch.load(scorers["aesthetic"].weights, weights_only=True)
+    bare = tmp_path / "head.pth"
+    torch.save({k.removeprefix("layers."): v for k, v in state.items()}, bare)
+    scorer = build_scorer(
+        ScorerSpec(name="aesthetic", pretrained=str(bare), device="cpu", options={"backbone": "tiny"})
+    )
+    images = _pil(3, seed=1)
+    np.testing.assert_allclose(scorer(images, ["x"] * 3), scorers["aesthetic"](images, ["x"] * 3), atol=1e-6)
 
 
 def test_checkpoint_with_wrong_keys_names_file_and_keys(tmp_path, scorers):
