@@ -184,6 +184,22 @@ def test_adafactor_warmup_checkpointing_bf16_and_confidence_weights_run(tmp_path
     assert all(math.isfinite(v) for v in out.metrics.values())
 
 
+def test_lora_under_bf16_keeps_both_adapters_float32(tmp_path):
+    """Mixed precision: frozen base weights in bf16, policy and reference adapters in fp32, export in fp32."""
+    run = copy_toy_run(tmp_path / "run")
+    cfg = make_cfg(run, use_lora=True, lora_rank=4, learning_rate=1e-3, mixed_precision="bf16", max_steps=2)
+    cfg.train.eval_pairs = 8
+    cfg.train.ref_update.mode = "hard"
+    out = train(cfg)
+    assert all(math.isfinite(v) for v in out.eval_after.values())
+    state = checkpoint_weights(out.last_checkpoint)
+    lora = {k: v for k, v in state.items() if "lora_" in k}
+    assert lora and all(v.dtype == torch.float32 for v in lora.values())
+    assert any(v.dtype == torch.bfloat16 for k, v in state.items() if "lora_" not in k)
+    exported = load_file(out.final_dir / "pytorch_lora_weights.safetensors")
+    assert exported and all(v.dtype == torch.float32 for v in exported.values())
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     """An absurd learning rate blows the UNet up after one step: error, checkpoint 1 kept, no final weights."""
     run = copy_toy_run(tmp_path / "run")

@@ -313,7 +313,7 @@ def build_training(unet: torch.nn.Module, tcfg: TrainSection, device: torch.devi
     if tcfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     half = None
-    if device.type == "cuda" and tcfg.mixed_precision != "no":
+    if tcfg.mixed_precision != "no":  # fp16 needs a GPU; bf16 also runs (and is tested) on CPU
         half = torch.float16 if tcfg.mixed_precision == "fp16" else torch.bfloat16
     if tcfg.use_lora and half is not None:
         # Frozen base weights in half precision; both adapters stay float32.
@@ -325,7 +325,7 @@ def build_training(unet: torch.nn.Module, tcfg: TrainSection, device: torch.devi
     unet.train()
     if tcfg.use_lora:
         reference: AdapterReference | UNetReference = AdapterReference(unet)
-    else:  # a frozen copy; under GPU mixed precision it is stored in half precision, as it only predicts
+    else:  # a frozen copy; under mixed precision it is stored in half precision, as it only predicts
         reference = UNetReference(unet).to(device, dtype=half)
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = _build_optimizer(params, tcfg)
@@ -406,9 +406,10 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
         raw_unet = accelerator.unwrap_model(unet)
         eval_before: dict[str, float] = {}
         if tcfg.eval_pairs and state.step == 0:
-            eval_before = evaluate_pairs(
-                raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
-            )
+            with accelerator.autocast():  # same numerics as the training step (half weights on GPU)
+                eval_before = evaluate_pairs(
+                    raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
+                )
 
         world = accelerator.num_processes
         global_batch = tcfg.batch_size * world
@@ -483,9 +484,10 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
         finished = state.step >= tcfg.max_steps
         eval_after: dict[str, float] = {}
         if finished and tcfg.eval_pairs:
-            eval_after = evaluate_pairs(
-                raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
-            )
+            with accelerator.autocast():  # same numerics as the training step (half weights on GPU)
+                eval_after = evaluate_pairs(
+                    raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
+                )
         accelerator.wait_for_everyone()
         written_final: Path | None = None
         if finished and accelerator.is_main_process:
