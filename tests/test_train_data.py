@@ -174,3 +174,17 @@ def test_step_noise_is_a_function_of_seed_step_and_stream():
     parts = [step_noise(s, 3, (4, 2, 2), 1000, seed=1) for s in (2, 3)]
     assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
     assert torch.equal(torch.cat([p[1] for p in parts]), whole[1])
+
+
+def test_cli_reports_bad_tables_with_exit_code_2(tmp_path, capsys):
+    from pipeline.config import RunConfig
+    from trainer.train import main
+
+    run = copy_toy_run(tmp_path / "run")
+    _rewrite(run / "pairs" / "majority" / "part-0.parquet", lambda t: t.slice(0, 0))
+    cfg = RunConfig.model_validate({"run": {"output_dir": str(run)}, "train": {"tracker": "none"}})
+    config = tmp_path / "cfg.yaml"
+    config.write_text(cfg.to_yaml())
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "is empty" in err and str(run / "pairs" / "majority") in err
