@@ -3,7 +3,8 @@
     python pipeline/vote.py --config configs/tiny.yaml [--strategy majority] [--strategy single:pick] ...
     python -m pipeline.vote --config configs/tiny.yaml --strategy all      # every strategy, for ablations
 
-From Python: `run_vote(cfg, strategy=None, candidates_dir=None) -> Path` (the pairs directory).
+From Python: `run_vote(cfg, strategy=None, candidates_dir=None) -> Path` (the pairs directory), or
+`vote_frame(candidates, cfg.vote, strategy) -> (pairs, counts)` for the same query in memory without files.
 
 Reads `<run>/candidates/*.parquet` (the `score_<metric>` columns), writes `<run>/pairs/<strategy>/pairs.parquet`
 in `pipeline.schema.pairs_schema(metrics)`, a `manifest.json` that counts formed, kept and dropped pairs (by
@@ -17,25 +18,25 @@ those images and counts them; prompts with one image form no pair and are counte
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project importable without installing it
-    import sys
-    from pathlib import Path as _Path
+import sys
+from pathlib import Path
 
-    sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project importable without installing it
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import RunConfig, VoteSection, add_config_arguments, load_config
+from pipeline.config import ConfigError, RunConfig, VoteSection, add_config_arguments, load_config
 from pipeline.io import read_manifest, write_manifest
 from pipeline.pairing import (
+    CandidatesError,
     CandidateStats,
     add_z_scores,
     finite_filter,
@@ -280,18 +281,22 @@ def main(argv: list[str] | None = None) -> int:
         "--candidates", type=Path, default=None, help="candidates directory (default <run>/candidates)"
     )
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    names = args.strategy or [cfg.vote.strategy]
-    if "all" in names:
-        _, metrics = scan_candidates(args.candidates or cfg.output_dir / "candidates", cfg.vote.metrics)
-        names = expand_strategies(names, metrics)
-    for name in names:
-        out = run_vote(cfg, name, args.candidates)
-        c = read_manifest(out)["counts"]
-        print(
-            f"{disk_name(name)}: kept {c['pairs_kept']:,} of {c['pairs_formed']:,} pairs "
-            f"(dropped {c['pairs_dropped']}) → {out}"
-        )
+    try:
+        cfg = load_config(args.config, args.overrides)
+        names = args.strategy or [cfg.vote.strategy]
+        if "all" in names:
+            _, metrics = scan_candidates(args.candidates or cfg.output_dir / "candidates", cfg.vote.metrics)
+            names = expand_strategies(names, metrics)
+        for name in names:
+            out = run_vote(cfg, name, args.candidates)
+            c = read_manifest(out)["counts"]
+            print(
+                f"{disk_name(name)}: kept {c['pairs_kept']:,} of {c['pairs_formed']:,} pairs "
+                f"(dropped {c['pairs_dropped']}) → {out}"
+            )
+    except (ConfigError, CandidatesError, StrategyError) as exc:
+        print(f"vote: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

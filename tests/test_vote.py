@@ -91,6 +91,15 @@ def test_cli_runs_several_strategies(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "pairs").iterdir()} == expected | {f"single_{m}" for m in METRICS}
 
 
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    make_run(tmp_path, BASE.drop("score_a", "score_b", "score_c"))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"output_dir": str(tmp_path)}}))
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vote: ") and "no score_<metric> columns" in err and "Traceback" not in err
+
+
 def test_script_entry_point(tmp_path):
     """`python pipeline/vote.py` (a script path, not -m) works too, with --set overrides."""
     make_run(tmp_path, random_candidates(3, 3, METRICS))
