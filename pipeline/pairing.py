@@ -116,7 +116,7 @@ def inspect_candidates(
                 unique_hashes=pl.col("image_id").hash().n_unique(),
                 null_ids=pl.sum_horizontal([pl.col(c).null_count() for c in ID_COLUMNS]),
                 dropped=(~finite).sum(),
-                **{m: (~finite_filter([m])).sum() for m in metrics},
+                **{f"nonfinite_{m}": (~finite_filter([m])).sum() for m in metrics},
             ),
             lf.filter(finite)
             .group_by("prompt_id")
@@ -141,7 +141,7 @@ def inspect_candidates(
                 f"{where}: {int(dup['n'].sum()) - dup.height} duplicate image_id rows, e.g. "
                 f"{dup['image_id'].head(5).to_list()} (a stage-1 resume that wrote twice?)"
             )
-    nonfinite = {m: int(t[m]) for m in metrics if t[m]}
+    nonfinite = {m: int(t[f"nonfinite_{m}"]) for m in metrics if t[f"nonfinite_{m}"]}
     if nonfinite and bad_scores == "error":
         m = next(iter(nonfinite))
         example = lf.filter(~finite_filter([m])).select("image_id").head(3).collect()["image_id"].to_list()
