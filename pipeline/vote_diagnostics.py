@@ -231,7 +231,7 @@ def write_diagnostics(
     )
 
     scope = (
-        f"sampled: {n_prompts:,} of {total_prompts:,} prompts ({len(pairs):,} pairs)"
+        f"a sample: {n_prompts:,} of {total_prompts:,} prompts ({len(pairs):,} pairs)"
         if sampled
         else f"all {total_prompts:,} prompts ({len(pairs):,} pairs)"
     )

@@ -162,7 +162,7 @@ def test_diagnostics_say_when_they_sample(tmp_path):
     out = run_vote(make_run(tmp_path, random_candidates(10, 3, METRICS), diagnostics_max_prompts=4))
     body = json.loads((out / "diagnostics" / "diagnostics.json").read_text())
     assert body["sampled"] is True and body["sample_prompts"] == 4 and body["sample_pairs"] == 4 * 3
-    assert "sampled: 4 of 10 prompts" in (out / "diagnostics" / "summary.md").read_text()
+    assert "Computed on a sample: 4 of 10 prompts" in (out / "diagnostics" / "summary.md").read_text()
     assert sum(r["pairs"] for r in body["margin_histogram_exact"]) == 30  # still exact
 
 
