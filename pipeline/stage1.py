@@ -30,6 +30,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from pipeline.stage1_batches import (
     Stage1Error,
     plan_items,
 )
-from pipeline.stage1_store import CandidateStore
+from pipeline.stage1_store import CandidateStore, count_rows, steady_images_per_second
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,29 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
     )
+
+
+def warn_if_short_of_resources(cfg: RunConfig, generating: bool) -> None:
+    """Actor pools that the cluster cannot hold wait forever: say so up front (an autoscaler may still add nodes)."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus, gpus = _actors_needed(cfg, generating), _gpus_needed(cfg, generating)
+    if have.get("CPU", 0) < cpus or have.get("GPU", 0) < gpus:
+        warnings.warn(
+            f"stage 1 needs {cpus} CPUs and {gpus:g} GPUs for its actor pools (generation.num_workers, "
+            f"scoring.num_workers, scoring.layout) but Ray has {have.get('CPU', 0):g} CPUs and "
+            f"{have.get('GPU', 0):g} GPUs: it will wait until the cluster grows",
+            stacklevel=3,
+        )
+
+
+def _gpus_needed(cfg: RunConfig, generating: bool) -> float:
+    specs = cfg.scoring.scorers
+    pools = [specs] if cfg.scoring.layout == "chained" else [[s] for s in specs]
+    per_pool = [sum(s.num_gpus for s in group) for group in pools if group]
+    score = sum(g if g <= 1 else math.ceil(g) for g in per_pool) * cfg.scoring.num_workers
+    return score + (cfg.generation.num_workers * cfg.generation.num_gpus if generating else 0.0)
 
 
 def _actors_needed(cfg: RunConfig, generating: bool) -> int:
@@ -224,6 +248,7 @@ def run_stage1(
         n_duplicates_dropped=store.n_duplicates_dropped,
         wall_seconds=round_to(wall),
         images_per_second=round_to((store.n_written + store.n_errors) / wall) if wall else None,
+        steady_images_per_second=_maybe_round(steady_images_per_second(store.write_log)),
         generation_images_per_second_per_actor=_rate(store, store.gen_seconds),
         scoring_images_per_second_per_actor=_rate(store, store.score_seconds),
         layout=cfg.scoring.layout,
@@ -231,8 +256,6 @@ def run_stage1(
         scoring_workers=cfg.scoring.num_workers,
     )
     manifest = store.write_manifest(call, config=cfg.model_dump(mode="json"))
-    from pipeline.stage1_store import count_rows
-
     return Stage1Outputs(
         run_dir=run_dir,
         candidates_dir=store.candidates_dir,
@@ -263,6 +286,7 @@ def _execute(
     from tqdm.auto import tqdm
 
     ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
+    warn_if_short_of_resources(cfg, not relabel)
     DataContext.get_current().enable_progress_bars = progress
     ds = build_dataset(items, cfg, generating=not relabel, model_ref=model_ref, scorer_factory=scorer_factory)
     bar = tqdm(total=items.num_rows, unit="img", desc="candidates written", disable=not progress)
@@ -294,6 +318,10 @@ def _relabel_items(cfg: RunConfig, run_dir: Path) -> tuple[pa.Table, Path, dict[
 def _rate(store: CandidateStore, seconds: float) -> float | None:
     n = store.n_written + store.n_errors
     return round_to(n / seconds) if seconds > 0 else None
+
+
+def _maybe_round(x: float | None) -> float | None:
+    return None if x is None else round_to(x)
 
 
 def round_to(x: float, digits: int = 3) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,18 @@ def count_rows(directory: str | Path) -> int:
     return pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
 
 
+def steady_images_per_second(write_log: list[tuple[float, int]]) -> float | None:
+    """Throughput between the first and the last batch written: start-up (model loading) left out.
+
+    The first batch's rows are not counted, since its time is the start of the window. None with < 2 batches.
+    """
+    if len(write_log) < 2:
+        return None
+    (t0, _), (t1, _) = write_log[0], write_log[-1]
+    rows = sum(n for _, n in write_log[1:])
+    return rows / (t1 - t0) if t1 > t0 else None
+
+
 class CandidateStore:
     """Writes scored batches into `<run>/candidates/` and quarantined rows into `<run>/errors/`."""
 
@@ -69,6 +82,7 @@ class CandidateStore:
         self.n_duplicates_dropped = 0
         self.gen_seconds = 0.0
         self.score_seconds = 0.0
+        self.write_log: list[tuple[float, int]] = []  # (perf_counter, rows) per batch that brought new rows
 
     def _check_existing_metrics(self) -> None:
         files = part_files(self.candidates_dir)
@@ -112,6 +126,7 @@ class CandidateStore:
         self.done.update(batch.column("image_id").to_pylist())
         self.n_written += good.num_rows
         self.n_errors += bad.num_rows
+        self.write_log.append((time.perf_counter(), batch.num_rows))
         return batch.num_rows
 
     def _add_timings(self, batch: pa.Table) -> None:

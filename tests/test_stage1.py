@@ -161,3 +161,26 @@ def test_tables_read_in_polars_pandas_and_datasets(tmp_path, cfg, generated):
     assert by_pandas["image"].map(type).eq(bytes).all()
     assert by_hf.features["score_redness"].dtype == "float32"
     assert pa.Table.from_pandas(by_pandas, preserve_index=False).num_rows == 4
+
+
+def test_docker_image_and_runtime_env_match_the_project():
+    """Docker cannot run here; check what can be checked: copied paths exist, the base image's torch meets
+    pyproject's range, and the runtime_env is one Ray accepts."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from packaging.requirements import Requirement
+    from ray.runtime_env import RuntimeEnv
+
+    dockerfile = Path("docker/Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert Path(src).exists(), f"docker/Dockerfile copies {src}, which is not in the repository"
+    base_torch = re.search(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda", dockerfile).group(1)
+    torch_req = Requirement(re.search(r'"(torch[<>=!~][^"]*)"', Path("pyproject.toml").read_text()).group(1))
+    assert torch_req.specifier.contains(base_torch), f"base image torch {base_torch} vs pyproject {torch_req}"
+    env = RuntimeEnv(**yaml.safe_load(Path("docker/runtime_env.yaml").read_text()))
+    assert env["working_dir"] == "."
+    assert yaml.safe_load(Path("docker/cluster.yaml").read_text())["docker"]["image"] == "balanced-dpo:latest"
