@@ -114,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="images per prompt")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's)")
     parser.add_argument(
-        "--layouts", nargs="+", default=["chained", "separate"], choices=["chained", "separate"]
+        "--layouts", nargs="*", default=["chained", "separate"], choices=["chained", "separate"]
     )
     parser.add_argument("--workers", nargs="+", type=int, default=[1], help="generation actors to try")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads of the sequential loop (Ray actors use 1)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -127,9 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"full_size": args.full_size, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-stage1-") as tmp:
         if not args.skip_sequential:
+            if args.torch_threads:
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
+            results["sequential_torch_threads"] = args.torch_threads or "default"
             results["sequential"] = sequential(cfg, model_ref, tag, Path(tmp) / "sequential")
             print(f"sequential: {json.dumps(results['sequential'])}", flush=True)
         t0 = time.perf_counter()
+        if not args.layouts:
+            _report(results | {"ray_start_s": 0.0})
+            return 0
         # Enough logical CPUs for the widest layout tried (one CPU per actor), as run_stage1 would ask for.
         ensure_ray(num_cpus=max(os.cpu_count() or 1, 2 + max(args.workers) + len(cfg.scoring.scorers)))
         results["ray_start_s"] = time.perf_counter() - t0
