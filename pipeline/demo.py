@@ -1,4 +1,12 @@
-"""`make demo`: the whole job on the embedded default, one stage after another, printing where everything is."""
+"""`make demo`: the whole job on the embedded default, then where every table and plot is, and the win rates.
+
+    python -m pipeline.demo --config configs/tiny.yaml [--set key=value ...]
+
+prompts → stage 1 (local Ray: generate + score with five tiny metrics) → majority vote → Diffusion-DPO with the
+dynamic reference → evaluation on held-out prompts and seeds. The first run also builds the tiny models into the
+local cache (the pre-trained tiny UNet takes about two minutes on two CPU cores); later runs reuse them, and
+rerunning in the same directory skips images that are already generated.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +14,35 @@ import argparse
 import time
 
 from pipeline.config import add_config_arguments, load_config
-from pipeline.diffusion import generate, load_pipeline
+from pipeline.job import run_job
+from pipeline.model_zoo import resolve_pretrained
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    out = cfg.output_dir
-    out.mkdir(parents=True, exist_ok=True)
 
+    started = time.perf_counter()
+    print(f"[demo] model {cfg.model.pretrained} (built into the local cache on first use)", flush=True)
     t0 = time.perf_counter()
-    pipe = load_pipeline(cfg.model, scheduler=cfg.generation.scheduler)
-    print(f"[model] {cfg.model.pretrained} loaded in {time.perf_counter() - t0:.1f}s")
-    t0 = time.perf_counter()
-    sample = generate(pipe, ["a red circle on a blue background"] * 4, [0, 1, 2, 3], cfg.generation)
-    for i, image in enumerate(sample.images):
-        image.save(out / f"sample_{i}.png")
-    print(f"[sample] 4 images in {time.perf_counter() - t0:.2f}s → {out}/sample_*.png")
+    path = resolve_pretrained(cfg.model.pretrained)
+    print(f"[demo] model ready in {time.perf_counter() - t0:.1f}s: {path}", flush=True)
+
+    out = run_job(cfg, progress=not args.no_progress)
+
+    print("\n[demo] where everything is:")
+    for what, where in out.paths().items():
+        print(f"  {what:32s} {where}")
+    print("\n[demo] seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out.seconds.items()))
+    if out.eval is not None:
+        print()
+        print(out.eval.markdown.read_text())
+    print(f"[demo] total {time.perf_counter() - started:.1f}s")
     return 0
 
 

@@ -53,6 +53,9 @@ class RoundOutputs:
 class JobOutputs:
     rounds: list[RoundOutputs]
     eval: EvalOutputs | None
+    tuned: list[TunedModel] = field(
+        default_factory=list
+    )  # what was evaluated: `evaluate(cfg, out.tuned)` again
     seconds: dict[str, float] = field(default_factory=dict)
 
     def paths(self) -> dict[str, Path]:
@@ -62,7 +65,8 @@ class JobOutputs:
             prefix = f"round {r.round} " if len(self.rounds) > 1 else ""
             out[prefix + "candidates"] = r.candidates_dir
             out[prefix + "pairs"] = r.pairs_dir
-            out[prefix + "vote diagnostics"] = r.pairs_dir / "diagnostics"
+            if (r.pairs_dir / "diagnostics").is_dir():
+                out[prefix + "vote diagnostics"] = r.pairs_dir / "diagnostics"
             out[prefix + "training logs and checkpoints"] = r.train_dir
             out[prefix + "final weights"] = r.final_dir
             if r.policy_dir is not None:
@@ -179,7 +183,7 @@ def run_job(
         t0 = time.perf_counter()
         evaluation = evaluate(cfg, tuned, scorer_factory=scorer_factory, progress=progress)
         timings["eval_s"] = time.perf_counter() - t0
-    return JobOutputs(rounds=rounds, eval=evaluation, seconds=timings)
+    return JobOutputs(rounds=rounds, eval=evaluation, tuned=tuned, seconds=timings)
 
 
 def main(argv: list[str] | None = None) -> int:
