@@ -8,6 +8,7 @@ own local Ray, as a user's laptop run does. Processes are stopped by the pid of 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -323,7 +324,10 @@ def test_ray_job_submit_against_a_head_node(cluster, tmp_path):
     """The command users run on a cluster, with the shipped config's real (tiny) scorers."""
     out_dir = tmp_path / "job"
     args = [a for a in SCRIPT_ARGS if not a.startswith("--set=scoring.scorers")]
+    # Hidden directories (.venv, .git, other tools' outputs) are not the project; Ray only reads .gitignore.
+    excludes = json.dumps({"excludes": [".[a-zA-Z_]*", "runs"]})
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={cluster.dashboard}", "--working-dir=."]
+    cmd += [f"--runtime-env-json={excludes}"]
     cmd += ["--", "python", "pipeline/score.py", "--config=configs/tiny.yaml", f"--out-dir={out_dir}", *args]
     job = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
