@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -105,6 +106,14 @@ def load_prompts(section: PromptsSection) -> PromptSet:
         fmt, column, name, sources = section.format, section.column, Path(section.path).stem, [section.path]
     raw = pl.concat([read_raw_prompts(s, fmt, column) for s in sources])
     prompts = clean_prompts(raw, source=name)
+    expected = manifest.expected_count if section.manifest is not None else None
+    if expected is not None:
+        prompts.stats["expected_count"] = expected
+        if prompts.stats["n_read"] != expected:
+            warnings.warn(
+                f"{section.manifest}: expected {expected} prompts, read {prompts.stats['n_read']} from {sources}",
+                stacklevel=2,
+            )
     if section.limit is not None:
         prompts.table = prompts.table.head(section.limit)
         prompts.stats["n_prompts"] = prompts.table.height

@@ -118,3 +118,12 @@ def test_pairs_source_replaces_the_default_manifest():
     assert section.manifest is None
     with pytest.raises(ValueError, match="exactly one"):
         PromptsSection(path="a.txt", manifest="m.yaml")
+
+
+def test_a_manifest_count_mismatch_is_recorded_and_warned(tmp_path):
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"name: m\nsource: {tmp_path / 'p.txt'}\nexpected_count: 3\n")
+    with pytest.warns(UserWarning, match="expected 3 prompts, read 2"):
+        prompts = load_prompts(PromptsSection(manifest=str(manifest)))
+    assert prompts.stats["expected_count"] == 3

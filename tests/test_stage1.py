@@ -74,6 +74,17 @@ def test_any_image_regenerates_alone(cfg, generated):
     assert not np.allclose(first, second)  # different seeds, different images
 
 
+@pytest.mark.parametrize("family", ["sd21", "sdxl"])
+def test_generate_batch_runs_the_other_families(cfg, family):
+    """SD2.1 (v-prediction) and SDXL (two text encoders) through the same callable, by model_ref."""
+    items = plan_items([("p", "a red circle", "t")], model_tag=f"tiny/{family}", seeds=[3])
+    table = GenerateBatch(cfg, model_ref=f"tiny/{family}")({k: np.asarray(v) for k, v in items.items()})
+    row = table.to_pylist()[0]
+    assert Image.open(io.BytesIO(row["image"])).size == (32, 32)
+    assert row["model"] == f"tiny/{family}" and row["latent_shape"][0] == 4
+    assert np.isfinite(np.asarray(row["latent"])).all()
+
+
 def test_chained_scores_match_each_scorer_alone(cfg, generated):
     _, table = generated
     specs = cfg.scoring.scorers
