@@ -270,7 +270,7 @@ def test_a_killed_ray_worker_still_yields_every_row_exactly_once(cluster, tmp_pa
             actors = list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")])
             gens = [a for a in actors if "GenerateBatch" in a.class_name]
             if gens:
-                written_at_kill = len(list(candidates.glob("part-*.parquet")))
+                written_at_kill = read_rows(candidates).num_rows
                 pid = gens[0].pid
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
