@@ -11,6 +11,7 @@ rerunning in the same directory skips images that are already generated.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from pipeline.config import add_config_arguments, load_config
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pipeline.pretrain").setLevel(logging.INFO)  # progress of the one-time model build
 
     started = time.perf_counter()
     print(f"[demo] model {cfg.model.pretrained} (built into the local cache on first use)", flush=True)

@@ -187,3 +187,24 @@ def measured_latent_scale(vae, n: int = 64, seed: int = 1234) -> float:
     images = torch.from_numpy(synthetic_images(n, size=size, seed=seed))
     latents = vae.encode(images).latent_dist.mean
     return float(1.0 / latents.std())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.model_zoo tiny/sd15-pretrained ...`: build embedded models now, print their paths."""
+    import argparse
+    import logging
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("refs", nargs="+", metavar="REF", help=f"one of {tiny_models()}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for ref in args.refs:
+        started = time.perf_counter()
+        path = resolve_pretrained(ref)
+        print(f"{ref}: {path} ({time.perf_counter() - started:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ guidance has an unconditional model to contrast with.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from pipeline.synthetic import synthetic_images
+
+logger = logging.getLogger(__name__)
 
 # Named colours for captions, as RGB in [0, 1]; the nearest one names a colour.
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -127,7 +130,7 @@ def pretrain_unet(pipe, settings: PretrainSettings = PretrainSettings()) -> dict
     generator = torch.Generator().manual_seed(settings.seed)
     num_timesteps = scheduler.config.num_train_timesteps
     losses: list[float] = []
-    for _ in range(settings.steps):
+    for step in range(settings.steps):
         idx = torch.randint(0, len(latents), (settings.batch_size,), generator=generator)
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=generator)
@@ -142,6 +145,10 @@ def pretrain_unet(pipe, settings: PretrainSettings = PretrainSettings()) -> dict
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        if (step + 1) % 100 == 0:
+            logger.info(
+                "pre-training step %d/%d, loss %.4f", step + 1, settings.steps, np.mean(losses[-100:])
+            )
     unet.eval()
     unet.requires_grad_(False)
     window = max(1, settings.steps // 10)
