@@ -45,8 +45,11 @@ def write_config(cfg: RunConfig, path: Path) -> Path:
     return path
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+def run_cli(args: list[str], threads: int | None = None) -> subprocess.CompletedProcess:
+    """Run a trainer command line; `threads` pins torch's CPU threads (bit-exact comparisons need the
+    parent's thread count, since CPU kernels split their sums by thread)."""
+    threads = threads or torch.get_num_threads()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -96,6 +99,7 @@ def test_resume_after_a_stopped_process_is_bit_exact(tmp_path, train_keys):
     resumed = copy_toy_run(tmp_path / "resumed")
     cfg_b = make_cfg(resumed, max_steps=steps, checkpoint_every=steps, **train_keys)
     config = write_config(cfg_b, tmp_path / "resumed.yaml")
+    # Same torch thread count as this process: CPU kernels split their sums by thread.
     run_cli([sys.executable, "trainer/train.py", "--config", str(config), "--stop-at-step", "2"])
     assert checkpoint(resumed, 2).is_dir() and not (resumed / "train" / "majority" / "final").exists()
     assert json.loads((resumed / "train" / "majority" / "manifest.json").read_text())["step"] == 2
@@ -130,7 +134,8 @@ def test_two_processes_match_one_process(tmp_path):
     assert accelerate, "accelerate CLI not found next to the Python interpreter"
     run_cli(
         [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "trainer/train.py", "--config", str(config)]
+         "--dynamo_backend", "no", "trainer/train.py", "--config", str(config)],
+        threads=1,  # two processes on two cores; the comparison is within a tolerance anyway
     )  # fmt: skip
     manifest = json.loads((double / "train" / "majority" / "manifest.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["global_batch"] == 4
