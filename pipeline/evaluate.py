@@ -160,7 +160,11 @@ def _generate(
 
 
 def read_scores(candidates_dir: Path, tag: str, metrics: list[str]) -> pl.DataFrame:
-    """One model's eval rows: item keys, image id and every score column; an error if the model has none."""
+    """One model's eval rows: item keys, image id and every score column; an error if the model has none.
+
+    An image id is deterministic (prompt, model tag, seed), so a row written twice (two evaluations of one
+    directory at once) is the same image: it is kept once, never counted as two items.
+    """
     files = sorted(candidates_dir.glob(PART_GLOB))
     if not files:
         raise EvalError(f"no candidate files in {candidates_dir}")
@@ -168,6 +172,7 @@ def read_scores(candidates_dir: Path, tag: str, metrics: list[str]) -> pl.DataFr
         pl.scan_parquet(files)
         .filter(pl.col("model") == tag)
         .select("prompt_id", "prompt", "seed", "image_id", *[SCORE_PREFIX + m for m in metrics])
+        .unique(subset="image_id", keep="first", maintain_order=True)
         .collect()
     )
     if frame.is_empty():

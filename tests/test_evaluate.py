@@ -58,6 +58,9 @@ def test_read_scores_names_the_missing_model(tmp_path):
     table = random_candidates(2, 3, ["x"], seed=0)
     write_parquet_atomic(table, tmp_path / "candidates" / "part-0.parquet")
     assert read_scores(tmp_path / "candidates", "synthetic", ["x"]).height == 6
+    # The same rows written again (a second evaluation of the directory) are still 6 items, not 12.
+    write_parquet_atomic(table, tmp_path / "candidates" / "part-1.parquet")
+    assert read_scores(tmp_path / "candidates", "synthetic", ["x"]).height == 6
     with pytest.raises(EvalError, match="no images of model 'other'"):
         read_scores(tmp_path / "candidates", "other", ["x"])
 
