@@ -21,3 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run_from_repo_root(monkeypatch):
     """Configs name files relative to the project root, as the README's commands do."""
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_does_not_outlive_its_module():
+    """A module that starts a local Ray (stage 1 called in-process) must not leave it to the next module."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

@@ -112,6 +112,10 @@ def cluster():
     cmd += [f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={rt_env}"]
     cmd += ["--num-cpus=4", "--num-gpus=0", "--object-store-memory=200000000", f"--temp-dir={temp_dir}"]
     cmd += ["--disable-usage-stats"]
+    if (
+        ray.is_initialized()
+    ):  # an earlier test's local Ray (e.g. the whole-job test) would shadow this cluster
+        ray.shutdown()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{gcs}"
     try:

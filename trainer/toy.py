@@ -97,7 +97,7 @@ def make_toy_run(
             w, lo = (a, b) if a["score_brightness"] > b["score_brightness"] else (b, a)
             pairs.append(
                 {
-                    "pair_id": make_pair_id(w["image_id"], lo["image_id"], strategy),
+                    "pair_id": make_pair_id(w["image_id"], lo["image_id"]),
                     "prompt_id": w["prompt_id"],
                     "prompt": w["prompt"],
                     "image_id_w": w["image_id"],
