@@ -72,7 +72,9 @@ class PromptsSection(Section):
     def _one_source(self) -> PromptsSection:
         given = [k for k in ("manifest", "path", "pairs") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of prompts.manifest, prompts.path or prompts.pairs, got {given}")
+            raise ValueError(
+                f"give exactly one of prompts.manifest, prompts.path or prompts.pairs, got {given}"
+            )
         return self
 
 
