@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +49,42 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside `target`; it replaces `target` whole only if the block finishes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_once(target: str | Path, build: Callable[[Path], object], done_file: str) -> Path:
+    """Run `build(staging_dir)` once for `target`, safe under concurrent processes (a file lock), then rename.
+
+    `done_file` is a file every finished build contains: its presence means `target` is complete, so readers
+    (other processes, Ray actors) never load half a model.
+    """
+    from filelock import FileLock
+
+    target = Path(target)
+    if (target / done_file).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / done_file).is_file():
+            return target
+        with atomic_directory(target) as staging:
+            build(staging)
+    return target
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:

@@ -21,9 +21,6 @@ if __package__ in (None, ""):  # `python pipeline/job.py`: make the project impo
     sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 
 from pipeline.config import ModelSection, RunConfig, add_config_arguments, load_config
 from pipeline.evaluate import EvalOutputs, TunedModel, evaluate
+from pipeline.io import atomic_directory
 from pipeline.stage1_batches import ScorerFactory
 from pipeline.strategies import disk_name
 
@@ -112,16 +110,8 @@ def export_policy(base: ModelSection, weights_dir: Path, target: Path) -> Path:
     if getattr(pipe, "get_list_adapters", None) and pipe.get_list_adapters():
         pipe.fuse_lora()
         pipe.unload_lora_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
 from pipeline.architectures import ARCHITECTURES, FAMILIES, HUB_IDS, Family, build_random_pipeline
 from pipeline.clip_tokenizer import write_clip_tokenizer
+from pipeline.io import build_once
 from pipeline.pretrain import PretrainSettings, pretrain_unet
 from pipeline.synthetic import synthetic_images
 
@@ -116,28 +114,10 @@ def ensure_tiny_pipeline(family: Family, pretrained: bool = False) -> Path:
     """Build and save a tiny pipeline once (safe under concurrent callers), then return its path."""
     target = tiny_dir(family, pretrained)
     if pretrained:
-        return _build_once(target, lambda staging: build_pretrained_tiny_pipeline(family, staging))
-    return _build_once(target, lambda staging: build_tiny_pipeline(family, staging))
-
-
-def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
-    """Run `build(staging_dir)` under a file lock and rename the result to `target`: readers never see half."""
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "model_index.json").is_file():
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        try:
-            build(staging)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+        return build_once(
+            target, lambda staging: build_pretrained_tiny_pipeline(family, staging), "model_index.json"
+        )
+    return build_once(target, lambda staging: build_tiny_pipeline(family, staging), "model_index.json")
 
 
 def make_tiny_pipeline(family: Family):

@@ -12,15 +12,11 @@ same time build once and never read a half-written model.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
-
+from pipeline.io import build_once
 from pipeline.model_zoo import cache_root
 
 TINY = "tiny"
@@ -49,21 +45,9 @@ def tiny_dir(tag: str) -> Path:
 
 def ensure_built(tag: str, build: Callable[[Path], None]) -> Path:
     """Run `build(directory)` once for `tag` (safe under concurrent processes) and return the directory."""
-    target = tiny_dir(tag)
-    if (target / DONE_MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / DONE_MARKER).is_file():
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        try:
-            build(staging)
-            (staging / DONE_MARKER).write_text(tag + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def build_and_mark(staging: Path) -> None:
+        build(staging)
+        (staging / DONE_MARKER).write_text(tag + "\n")
+
+    return build_once(tiny_dir(tag), build_and_mark, DONE_MARKER)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -83,14 +81,14 @@ def test_same_seed_gives_identical_image_bytes():
     assert a.png[0] == c.png[0] and a.png[1] != c.png[1]
 
 
-def test_tiny_sd15_generates_a_64px_image_in_well_under_a_second():
+def test_tiny_sd15_generates_a_64px_image_with_20_steps():
+    """The size the README's timing is quoted for (no timed assertion: the machine is shared)."""
     pipe = load_pipeline(ModelSection(pretrained="tiny/sd15"))
-    gen = GenerationSection(height=64, width=64, num_inference_steps=20)
-    generate(pipe, ["warm-up"], [0], gen)
-    t0 = time.perf_counter()
-    generate(pipe, ["a lighthouse at dusk"], [1], gen)
-    # Not a benchmark (the machine is shared); a regression guard an order of magnitude above the ~0.2 s measured.
-    assert time.perf_counter() - t0 < 5.0
+    out = generate(
+        pipe, ["a lighthouse at dusk"], [1], GenerationSection(height=64, width=64, num_inference_steps=20)
+    )
+    assert out.images[0].size == (64, 64)
+    assert np.isfinite(out.latents).all()
 
 
 def test_tiny_latents_are_unit_scale():
