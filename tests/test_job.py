@@ -1,6 +1,12 @@
-"""The whole job end to end on tiny sizes, through local Ray: two online rounds, then the evaluation of both."""
+"""The whole job end to end on tiny sizes, through local Ray: two online rounds, then the evaluation of both.
+
+The job runs in a child process, as `make demo` does: an in-process local Ray (and Ray Data's per-process state)
+must not be shared with the stage-1 tests that connect this pytest process to their own `ray start` cluster.
+"""
 
 from __future__ import annotations
+
+import multiprocessing
 
 import polars as pl
 import torch
@@ -29,6 +35,13 @@ TINY_JOB = [
 
 
 def test_two_online_rounds_then_evaluation(tmp_path):
+    child = multiprocessing.get_context("spawn").Process(target=_two_rounds_then_evaluation, args=(tmp_path,))
+    child.start()
+    child.join(timeout=900)
+    assert child.exitcode == 0, "the job or one of its checks failed in the child process (traceback above)"
+
+
+def _two_rounds_then_evaluation(tmp_path):
     cfg = load_config("configs/tiny.yaml", [f"run.output_dir={tmp_path}", *TINY_JOB])
     out = run_job(cfg, progress=False)
     r0, r1 = out.rounds
