@@ -34,7 +34,8 @@ class Scorer(ABC):
     @property
     def version(self) -> str:
         """Recorded in run manifests: which weights and which code produced a score column."""
-        return f"{self.name}:{self.spec.pretrained or 'default'}"
+        # Scorers set `self.weights` to the resolved checkpoint (path or hub file) once they have loaded it.
+        return f"{self.name}:{getattr(self, 'weights', None) or self.spec.pretrained or 'default'}"
 
     def __call__(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         images, prompts = validate_batch(images, prompts, self.name)

@@ -74,10 +74,6 @@ class ClipScore(Scorer):
         cfg, self.weights, loader = openclip_source(arch, spec.options.get("tag"), spec.pretrained, self.name)
         self.backbone = ocb.get_backbone(cfg, self.weights, loader, self.device, self.dtype)
 
-    @property
-    def version(self) -> str:
-        return f"{self.name}:{self.weights}"
-
     def _score_batch(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         image = F.normalize(self.backbone.image_features(images, clip_center_crop), dim=-1)
         text = F.normalize(self.backbone.text_features(prompts), dim=-1)

@@ -55,10 +55,6 @@ class _HPS(Scorer):
         self.backbone = ocb.get_backbone(cfg, weights, loader, self.device, self.dtype)
         self.weights = weights
 
-    @property
-    def version(self) -> str:
-        return f"{self.name}:{self.weights}"
-
     def _score_batch(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         image = F.normalize(self.backbone.image_features(images, hps_pad_square), dim=-1)
         text = F.normalize(self.backbone.text_features(prompts), dim=-1)

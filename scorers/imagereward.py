@@ -206,10 +206,6 @@ class ImageReward(Scorer):
         self.tokenizer = load_tokenizer(tokenizer_ref)
         self.model = model.to(self.device, self.dtype).eval()
 
-    @property
-    def version(self) -> str:
-        return f"{self.name}:{self.weights}"
-
     @torch.inference_mode()
     def _score_batch(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         text = self.tokenizer(

@@ -141,10 +141,6 @@ class PickScore(Scorer):
             model, self.weights = load_model(ref), ref
         self.model = model.to(self.device, self.dtype).eval()
 
-    @property
-    def version(self) -> str:
-        return f"{self.name}:{self.weights}"
-
     @torch.inference_mode()
     def _score_batch(self, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
