@@ -132,6 +132,8 @@ def main() -> None:
         return
 
     results = []
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for n_prompts in args.prompts:
             candidates = Path(tmp) / f"candidates_{n_prompts}"

@@ -81,29 +81,30 @@ def shuffle_pair_labels(pairs_dir: Path, seed: int) -> int:
     Votes are negated and vote counts swapped with them, so the table stays consistent with its schema.
     """
     files = sorted(pairs_dir.glob("*.parquet"))
-    if len(files) != 1:
-        raise ValueError(f"expected one pairs file in {pairs_dir}, found {[f.name for f in files]}")
-    table = pq.read_table(files[0])
-    swap = pa.array(np.random.default_rng(seed).random(table.num_rows) < 0.5)
-    columns = {}
-    for name in table.column_names:
-        col = table.column(name)
-        if name in ("image_id_w", "votes_w"):
-            other = table.column(name[:-1] + "l")
-            col = pc.if_else(swap, other, col)
-        elif name in ("image_id_l", "votes_l"):
-            other = table.column(name[:-1] + "w")
-            col = pc.if_else(swap, other, col)
-        elif name.startswith(VOTE_PREFIX):
-            col = pc.if_else(swap, pc.negate(col), col)
-        columns[name] = col
-    write_parquet_atomic(pa.table(columns).cast(table.schema), files[0])
-    n_swapped = int(pc.sum(swap).as_py() or 0)
+    if not files:
+        raise ValueError(f"no pairs files in {pairs_dir}")
+    rng = np.random.default_rng(seed)
+    swapped = 0
+    for path in files:
+        table = pq.read_table(path)
+        swap = pa.array(rng.random(table.num_rows) < 0.5)
+        columns = {}
+        for name in table.column_names:
+            col = table.column(name)
+            if name in ("image_id_w", "votes_w"):
+                col = pc.if_else(swap, table.column(name[:-1] + "l"), col)
+            elif name in ("image_id_l", "votes_l"):
+                col = pc.if_else(swap, table.column(name[:-1] + "w"), col)
+            elif name.startswith(VOTE_PREFIX):
+                col = pc.if_else(swap, pc.negate(col), col)
+            columns[name] = col
+        write_parquet_atomic(pa.table(columns).cast(table.schema), path)
+        swapped += int(pc.sum(swap).as_py() or 0)
     manifest = read_manifest(pairs_dir) if (pairs_dir / "manifest.json").is_file() else {}
     manifest.pop("created", None)
     manifest.pop("packages", None)
-    write_manifest(pairs_dir, **manifest, labels_shuffled={"seed": seed, "n_swapped": n_swapped})
-    return n_swapped
+    write_manifest(pairs_dir, **manifest, labels_shuffled={"seed": seed, "n_swapped": swapped})
+    return swapped
 
 
 def variant_config(cfg: RunConfig, variant: Variant, run_dir: Path) -> RunConfig:

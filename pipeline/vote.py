@@ -6,8 +6,9 @@
 From Python: `run_vote(cfg, strategy=None, candidates_dir=None) -> Path` (the pairs directory), or
 `vote_frame(candidates, cfg.vote, strategy) -> (pairs, counts)` for the same query in memory without files.
 
-Reads `<run>/candidates/*.parquet` (the `score_<metric>` columns), writes `<run>/pairs/<strategy>/pairs.parquet`
-in `pipeline.schema.pairs_schema(metrics)`, a `manifest.json` that counts formed, kept and dropped pairs (by
+Reads `<run>/candidates/*.parquet` (the `score_<metric>` columns), writes `<run>/pairs/<strategy>/part-*.parquet`
+(one file for a small table, up to `WRITER_THREADS` written in parallel for a large one; read the directory with
+`read_pairs` or the glob `*.parquet`) in `pipeline.schema.pairs_schema(metrics)`, a `manifest.json` that counts formed, kept and dropped pairs (by
 reason), and `diagnostics/` (agreement matrix, score distributions, vote margins, overruled metrics). The vote is
 one lazy polars query, streamed batch by batch into parquet; the per-reason counts come out of the same pass.
 
@@ -25,11 +26,15 @@ if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project imp
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import os
+import queue
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +54,7 @@ from pipeline.pairing import (
 )
 from pipeline.schema import pairs_schema
 from pipeline.strategies import (
+    REASONS,
     Decision,
     StrategyError,
     VoteRule,
@@ -61,10 +67,13 @@ from pipeline.strategies import (
 )
 
 ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
-PAIRS_FILE = "pairs.parquet"
+PART_NAME = "part-{:05d}.parquet"
+WRITER_THREADS = 2
+ROW_GROUP_ROWS = 1 << 18
 # Measured on the 2-core box (benchmarks/bench_vote.py): encoding the pairs dominates the vote; lz4 without
 # column statistics writes faster than zstd with them. Pair order carries no meaning.
-PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4", "write_statistics": False}
+# store_schema=False: readers see the parquet types (UTF-8 strings, required/optional), not the view layout.
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4", "write_statistics": False, "store_schema": False}
 
 
 def make_rule(vote: VoteSection, metrics: list[str]) -> VoteRule:
@@ -83,12 +92,11 @@ def make_rule(vote: VoteSection, metrics: list[str]) -> VoteRule:
     return VoteRule(metrics=metrics, min_agree=min_agree, weights=dict(vote.weights), seed=vote.seed)
 
 
-def oriented_pairs(decided: pl.LazyFrame, strategy: str, metrics: list[str]) -> pl.LazyFrame:
-    """Kept pairs in the pairs schema: winner and loser named, votes seen from the winner's side."""
+def oriented_columns(strategy: str, metrics: list[str]) -> dict[str, pl.Expr]:
+    """The pairs schema's columns from a decided pair frame: winner and loser named, votes seen from the winner."""
     a_wins = pl.col("_a_wins")
-    schema = pairs_schema(metrics)
     n = len(metrics)
-    columns: dict[str, Any] = {
+    columns: dict[str, pl.Expr] = {
         "pair_id": pair_id_expr(),
         "prompt_id": pl.col("prompt_id"),
         "prompt": pl.col("prompt"),
@@ -108,13 +116,19 @@ def oriented_pairs(decided: pl.LazyFrame, strategy: str, metrics: list[str]) -> 
         # Share of all metrics that prefer the winner: one meaning for every strategy.
         "confidence": (pl.when(a_wins).then("votes_a").otherwise("votes_b") / n).cast(pl.Float32),
     }
-    assert list(columns) == schema.names
-    return decided.filter(pl.col("_reason").is_null()).select(**columns)
+    assert list(columns) == pairs_schema(metrics).names
+    return columns
+
+
+def oriented_pairs(decided: pl.LazyFrame, strategy: str, metrics: list[str]) -> pl.LazyFrame:
+    """Kept pairs in the pairs schema."""
+    return decided.filter(pl.col("_reason").is_null()).select(**oriented_columns(strategy, metrics))
 
 
 def file_schema(metrics: list[str]) -> pa.Schema:
-    """`pairs_schema` as polars writes it (large strings), so the file keeps the contract's non-null flags."""
-    fields = [f.with_type(pa.large_string()) if f.type == pa.string() else f for f in pairs_schema(metrics)]
+    """`pairs_schema` with polars' in-memory string layout (string views), so handing a batch to the parquet
+    writer copies no strings; the file itself stores plain UTF-8 columns with the contract's non-null flags."""
+    fields = [f.with_type(pa.string_view()) if f.type == pa.string() else f for f in pairs_schema(metrics)]
     return pa.schema(fields)
 
 
@@ -151,23 +165,129 @@ def count_pairs(decided: pl.DataFrame) -> pl.DataFrame:
     return decided.group_by("_reason", "votes_a", "votes_b").agg(n=pl.len())
 
 
-def write_pairs(decided: pl.LazyFrame, strategy: str, metrics: list[str], path: Path) -> pl.DataFrame:
-    """Stream the decided pairs once: count every batch, append its kept pairs to one parquet file.
+class CellCounter:
+    """`count_pairs` for a stream of batches: each pair's (reason, votes_a, votes_b) is one small integer cell,
+    counted with `np.bincount` (a group-by per batch cost more than the vote itself at 45M pairs)."""
+
+    def __init__(self, n_metrics: int) -> None:
+        self.side = n_metrics + 1
+        self.counts = np.zeros((len(REASONS) + 1) * self.side**2, dtype=np.int64)
+
+    def cell(self) -> pl.Expr:
+        reason = pl.col("_reason").fill_null(0).cast(pl.UInt32)
+        a, b = pl.col("votes_a").cast(pl.UInt32), pl.col("votes_b").cast(pl.UInt32)
+        return ((reason * self.side + a) * self.side + b).alias("_cell")
+
+    def add(self, cells: np.ndarray) -> None:
+        self.counts += np.bincount(cells, minlength=self.counts.size)
+
+    def frame(self) -> pl.DataFrame:
+        cells = np.flatnonzero(self.counts)
+        reason, rest = np.divmod(cells, self.side**2)
+        return pl.DataFrame(
+            {
+                "_reason": pl.Series(reason, dtype=pl.UInt8).replace(0, None),
+                "votes_a": pl.Series(rest // self.side, dtype=pl.Int16),
+                "votes_b": pl.Series(rest % self.side, dtype=pl.Int16),
+                "n": pl.Series(self.counts[cells], dtype=pl.UInt32),
+            }
+        )
+
+
+class ParallelParquetWriter:
+    """Row groups handed round-robin to one writer thread per file.
+
+    Encoding parquet is single-threaded per file and was the vote's largest cost (≈ 10 s of 24 s at 45M pairs on
+    two cores); pyarrow releases the GIL while it encodes, so two files are written while polars computes the
+    next batch. The first file is opened at once, so even a vote that keeps nothing leaves a readable table.
+    """
+
+    def __init__(self, directory: Path, schema: pa.Schema, files: int, **options: Any) -> None:
+        self.directory, self.schema, self.options = directory, schema, options
+        self.paths = [directory / PART_NAME.format(i) for i in range(files)]
+        self.queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(files)]
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(files)]
+        self.next = 0
+        self.used = 1
+        for t in self.threads:
+            t.start()
+
+    def _run(self, i: int) -> None:
+        writer = None
+        try:
+            while (table := self.queues[i].get()) is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
+                writer.write_table(table)
+            if writer is None and i == 0:
+                writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
+        except BaseException as exc:  # reported by close(); keep draining so the producer never blocks
+            self.errors.append(exc)
+            while self.queues[i].get() is not None:
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        if self.errors:
+            raise self.errors[0]
+        self.queues[self.next].put(table)
+        self.used = max(self.used, self.next + 1)
+        self.next = (self.next + 1) % len(self.queues)
+
+    def close(self) -> list[str]:
+        """Wait for every file; returns the names of the files written."""
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+        return [p.name for p in self.paths[: self.used]]
+
+
+def write_pairs(
+    decided: pl.LazyFrame, strategy: str, metrics: list[str], directory: Path
+) -> tuple[pl.DataFrame, list[str]]:
+    """Stream the decided pairs once: count every pair, write the kept ones; returns (counts, files written).
 
     One consumer of the query, so nothing is buffered for a second one (sharing the join between a sink and a
-    count query held up to 4.4 GB at 45M pairs); dictionary encoding only for the columns that repeat.
+    count query held up to 4.4 GB at 45M pairs). Orientation runs inside the streaming query (in parallel);
+    batches are gathered into row groups of about `ROW_GROUP_ROWS` for the writer threads.
     """
     schema = file_schema(metrics)
-    counts = []
-    with pq.ParquetWriter(
-        path, schema, use_dictionary=["prompt_id", "prompt", "strategy"], **PARQUET_OPTIONS
-    ) as out:
-        for batch in decided.collect_batches(maintain_order=False):
-            counts.append(count_pairs(batch))
-            kept = oriented_pairs(batch.lazy(), strategy, metrics).collect()
-            if kept.height:
-                out.write_table(kept.to_arrow().cast(schema))
-    return pl.concat(counts).group_by("_reason", "votes_a", "votes_b").agg(pl.col("n").sum())
+    counter = CellCounter(len(metrics))
+    stream = decided.select("_reason", counter.cell(), **oriented_columns(strategy, metrics)).collect_batches(
+        maintain_order=False
+    )
+    files = max(1, min(WRITER_THREADS, os.cpu_count() or 1))
+    writer = ParallelParquetWriter(
+        directory, schema, files, use_dictionary=["prompt_id", "prompt", "strategy"], **PARQUET_OPTIONS
+    )
+    pending: list[pl.DataFrame] = []
+    rows = 0
+    try:
+        for batch in stream:
+            counter.add(batch["_cell"].to_numpy())
+            if batch["_reason"].null_count() < batch.height:  # some pairs dropped
+                batch = batch.filter(pl.col("_reason").is_null())
+            if batch.height:
+                pending.append(batch.drop("_reason", "_cell"))
+                rows += batch.height
+            if rows >= ROW_GROUP_ROWS:
+                writer.write(_arrow(pending, schema))
+                pending, rows = [], 0
+        if pending:
+            writer.write(_arrow(pending, schema))
+    finally:
+        names = writer.close()
+    return counter.frame(), names
+
+
+def _arrow(frames: list[pl.DataFrame], schema: pa.Schema) -> pa.Table:
+    return pl.concat(frames, rechunk=False).to_arrow().cast(schema)
 
 
 def _stage_dir(final: Path) -> Path:
@@ -235,7 +355,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
 
     final = cfg.output_dir / "pairs" / p.strategy
     stage = _stage_dir(final)
-    counts = write_pairs(decided, p.strategy, p.metrics, stage / PAIRS_FILE)
+    counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
     vote_seconds = time.perf_counter() - started
 
     diagnostics: dict[str, Any] = {}
@@ -255,7 +375,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
         epsilon={m: vote.epsilon.get(m, 0.0) for m in p.metrics},
         weights={m: vote.weights.get(m, 1.0) for m in p.metrics},
         candidates_dir=str(candidates_dir),
-        files=[PAIRS_FILE],
+        files=files,
         counts=summarise_counts(counts, p.stats),
         diagnostics=diagnostics,
         config=vote.model_dump(mode="json"),

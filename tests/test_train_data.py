@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.config import ModelSection
 from pipeline.diffusion import load_pipeline
 from pipeline.model_zoo import resolve_pretrained
-from trainer.data import TrainDataError, prepare_train_data, step_noise, step_pairs
+from trainer.data import TrainDataError, prepare_train_data, read_pairs, step_noise, step_pairs
 from trainer.toy import copy_toy_run
 
 
@@ -57,7 +57,8 @@ def test_join_uses_stored_latents_and_encodes_each_prompt_once(tmp_path):
     assert data.num_vae_encoded == 0
     assert data.embeds.shape[0] == len(set(pairs.column("prompt_id").to_pylist()))
     by_id = {c["image_id"]: c for c in cands}
-    first = pairs.slice(0, 1).to_pylist()[0]
+    # Row 0 is the pair with the smallest (winner, loser) ids, whatever order the vote wrote them in.
+    first = min(pairs.to_pylist(), key=lambda r: (r["image_id_w"], r["image_id_l"]))
     batch = data.batch(np.array([0]), torch.device("cpu"))
     expected_w = np.asarray(by_id[first["image_id_w"]]["latent"], np.float32).reshape(4, 16, 16)
     np.testing.assert_array_equal(batch["latents_w"][0].numpy(), expected_w)
@@ -70,6 +71,23 @@ def test_join_uses_stored_latents_and_encodes_each_prompt_once(tmp_path):
     again = _prepare(run, factory)
     assert factory.calls == calls
     assert again.cache_dir == data.cache_dir
+
+
+def test_pair_order_on_disk_does_not_change_the_training_rows(tmp_path):
+    run = copy_toy_run(tmp_path / "run")
+    path = run / "pairs" / "majority" / "part-0.parquet"
+    before = read_pairs(path.parent)
+    table = pq.read_table(path)
+    reversed_rows = table.take(pa.array(np.arange(table.num_rows)[::-1]))
+    path.unlink()
+    half = table.num_rows // 2  # and split over two files, as a large vote writes them
+    pq.write_table(reversed_rows.slice(half), path.parent / "part-1.parquet")
+    pq.write_table(reversed_rows.slice(0, half), path.parent / "part-2.parquet")
+    after = read_pairs(path.parent)
+    assert table.num_rows > 2
+    np.testing.assert_array_equal(before.image_id_w, after.image_id_w)
+    np.testing.assert_array_equal(before.image_id_l, after.image_id_l)
+    np.testing.assert_array_equal(before.prompt, after.prompt)
 
 
 def test_images_without_latents_are_vae_encoded_once(tmp_path):

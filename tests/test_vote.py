@@ -24,9 +24,10 @@ from pipeline.pickapic import export_pairs, human_pairs_to_pairs, import_pickapi
 from pipeline.schema import candidates_schema, pairs_schema
 from pipeline.strategies import StrategyError
 from pipeline.synthetic_candidates import candidates_from_scores, random_candidates
-from pipeline.vote import main, read_pairs, run_vote
+from pipeline.vote import PART_NAME, main, read_pairs, run_vote
 
 METRICS = ["hps", "pick", "aes", "ir", "clip"]
+ONE_FILE = PART_NAME.format(0)  # a small table is written as one file
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,9 +44,8 @@ def test_run_vote_writes_the_pairs_contract(tmp_path):
     cfg = make_run(tmp_path, table)
     out = run_vote(cfg)
     assert out == tmp_path / "pairs" / "majority"
-    written = pq.read_table(out / "pairs.parquet")
-    assert written.cast(pairs_schema(METRICS)).schema == pairs_schema(METRICS)
-    assert [f.nullable for f in written.schema] == [f.nullable for f in pairs_schema(METRICS)]
+    written = pq.read_table(out / ONE_FILE)
+    assert written.schema == pairs_schema(METRICS)  # types and non-null flags, as readers see the file
     manifest = read_manifest(out)
     counts = manifest["counts"]
     assert counts["pairs_possible"] == 12 * 10 == counts["pairs_formed"]
@@ -68,13 +68,30 @@ def test_run_vote_writes_the_pairs_contract(tmp_path):
     assert not list((tmp_path / "pairs").glob(".*"))  # no staging leftovers
 
 
+def test_a_large_vote_is_written_by_parallel_writers_without_loss(tmp_path, monkeypatch):
+    import pipeline.vote as vote_module
+
+    table = random_candidates(40, 6, METRICS, seed=3)
+    reference = run_vote(make_run(tmp_path / "one", table, diagnostics=False))
+    monkeypatch.setattr(vote_module, "ROW_GROUP_ROWS", 50)  # 600 pairs → many row groups over two files
+    out = run_vote(make_run(tmp_path / "many", table, diagnostics=False))
+    manifest = read_manifest(out)
+    assert manifest["files"] == [PART_NAME.format(0), PART_NAME.format(1)]
+    assert sorted(p.name for p in out.glob("*.parquet")) == manifest["files"]
+    both = pl.read_parquet(out / "*.parquet")
+    assert both.height == manifest["counts"]["pairs_kept"] == read_manifest(reference)["counts"]["pairs_kept"]
+    assert both["pair_id"].is_unique().all()
+    assert both.sort("pair_id").equals(read_pairs(tmp_path / "one").collect().sort("pair_id"))
+    assert manifest["counts"] == read_manifest(reference)["counts"]
+
+
 def test_rerun_replaces_the_previous_pairs(tmp_path):
     cfg = make_run(tmp_path, random_candidates(6, 4, METRICS))
-    first = pq.read_table(run_vote(cfg) / "pairs.parquet").num_rows
+    first = pq.read_table(run_vote(cfg) / ONE_FILE).num_rows
     cfg.vote.min_agree = 5
     out = run_vote(cfg)
-    assert sorted(p.name for p in out.iterdir()) == ["diagnostics", "manifest.json", "pairs.parquet"]
-    again = pq.read_table(out / "pairs.parquet")
+    assert sorted(p.name for p in out.iterdir()) == ["diagnostics", "manifest.json", ONE_FILE]
+    again = pq.read_table(out / ONE_FILE)
     assert again.num_rows < first
     assert set(again.column("votes_w").to_pylist()) == {5}
 
@@ -149,7 +166,7 @@ def test_diagnostics_agree_with_a_direct_computation(tmp_path):
         assert body["agreement"][i][j] == pytest.approx(np.mean(x == y))
 
     # Overruled: share of kept majority pairs where the metric voted for the loser.
-    pairs = pl.read_parquet(out / "pairs.parquet")
+    pairs = pl.read_parquet(out / ONE_FILE)
     for m in METRICS:
         assert body["overruled"][m]["overruled"] == pytest.approx((pairs[f"vote_{m}"] == -1).mean())
     margins = {(r["votes_for"], r["votes_against"]): r["pairs"] for r in body["margin_histogram_exact"]}
@@ -174,7 +191,7 @@ def test_pairing_best_vs_worst_and_random_k(tmp_path):
     table = candidates_from_scores(["p0", "p1"], scores)
     ids = table.column("image_id").to_pylist()
     out = run_vote(make_run(tmp_path, table, pairing="best_vs_worst", diagnostics=False))
-    pairs = pl.read_parquet(out / "pairs.parquet")
+    pairs = pl.read_parquet(out / ONE_FILE)
     assert set(pairs.select("image_id_w", "image_id_l").iter_rows()) == {(ids[2], ids[0]), (ids[4], ids[7])}
     assert read_manifest(out)["counts"]["pairs_formed"] == 2
 
@@ -184,7 +201,7 @@ def test_pairing_best_vs_worst_and_random_k(tmp_path):
         out = run_vote(make_run(tmp_path, many, pairing="random_k", random_k=4, seed=seed, diagnostics=False))
         formed = read_manifest(out)["counts"]["pairs_formed"]
         assert formed == 6 * 4
-        picks.append(set(pl.read_parquet(out / "pairs.parquet")["pair_id"]))
+        picks.append(set(pl.read_parquet(out / ONE_FILE)["pair_id"]))
     assert picks[0] == picks[1] and picks[0] != picks[2]
 
 
@@ -192,7 +209,7 @@ def test_export_of_voted_pairs_round_trips(tmp_path):
     out = run_vote(make_run(tmp_path, random_candidates(4, 4, METRICS), diagnostics=False))
     exported = export_pairs(out, tmp_path / "candidates", tmp_path / "export.parquet")
     _, human = import_pickapic(exported)
-    assert human_pairs_to_pairs(human).num_rows == pq.read_table(out / "pairs.parquet").num_rows
+    assert human_pairs_to_pairs(human).num_rows == pq.read_table(out / ONE_FILE).num_rows
 
 
 BASE = pl.from_arrow(random_candidates(3, 3, ["a", "b", "c"]))
@@ -238,7 +255,7 @@ def test_non_finite_scores_can_be_dropped_and_counted(tmp_path):
     assert counts["images_dropped_nonfinite"] == 3 and counts["nonfinite_by_metric"] == {"b": 3}
     assert counts["pairs_formed"] == 3  # 3 prompts × one pair of the 2 remaining images
     dropped_ids = set(frame.filter(pl.col("seed") == 1)["image_id"])
-    pairs = pl.read_parquet(out / "pairs.parquet")
+    pairs = pl.read_parquet(out / ONE_FILE)
     assert not dropped_ids & (set(pairs["image_id_w"]) | set(pairs["image_id_l"]))
 
 
@@ -268,7 +285,7 @@ def test_config_that_does_not_fit_the_table(tmp_path, vote, message):
 
 def test_vote_metrics_subset(tmp_path):
     out = run_vote(make_run(tmp_path, BASE, metrics=["a", "c"], diagnostics=False))
-    assert pq.read_schema(out / "pairs.parquet").names == pairs_schema(["a", "c"]).names
+    assert pq.read_schema(out / ONE_FILE).names == pairs_schema(["a", "c"]).names
 
 
 @pytest.mark.parametrize(

@@ -66,12 +66,17 @@ def parquet_files(directory: Path, what: str) -> list[Path]:
 
 
 def read_pairs(pairs_dir: Path) -> Pairs:
-    """Read `<run>/pairs/<strategy>/*.parquet`; an empty table or a missing column is an error."""
+    """Read `<run>/pairs/<strategy>/*.parquet`; an empty table or a missing column is an error.
+
+    Rows are sorted by (winner, loser) id: the vote writes pairs in no fixed order (and over several files), and
+    the trainer samples by row position, so without the sort re-voting the same candidates would change the run.
+    """
     files = parquet_files(pairs_dir, "pairs")
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
     if missing:
         raise TrainDataError(f"pairs table {pairs_dir} lacks columns {missing}; found {table.column_names}")
+    table = table.sort_by([("image_id_w", "ascending"), ("image_id_l", "ascending")])
     if table.num_rows == 0:
         raise TrainDataError(f"pairs table {pairs_dir} is empty: nothing to train on")
     cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in PAIR_COLUMNS}
