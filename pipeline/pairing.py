@@ -11,6 +11,7 @@ vectorised string concatenation per pair (`pair_id_expr`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,7 @@ from typing import Literal
 import polars as pl
 
 from pipeline.schema import PAIR_ID_SEPARATOR, SCORE_PREFIX, make_pair_id, metric_columns
-from pipeline.strategies import metric_votes, pair_key, vote_counts
+from pipeline.strategies import VoteRule, image_columns, metric_votes, pair_key, vote_counts
 
 ID_COLUMNS = ("image_id", "prompt_id", "prompt")
 
@@ -156,24 +157,50 @@ def inspect_candidates(
 
 
 def add_z_scores(lf: pl.LazyFrame, metrics: list[str], scope: Literal["prompt", "table"]) -> pl.LazyFrame:
-    """`z_<m>` per metric, standardised within each prompt or over the whole table; a constant metric gives 0."""
-    out = []
-    for m in metrics:
-        s = pl.col(SCORE_PREFIX + m).cast(pl.Float64)
-        mean, std = (s.mean(), s.std(ddof=0))
-        if scope == "prompt":
-            mean, std = mean.over("prompt_id"), std.over("prompt_id")
-        out.append(pl.when(std > 0).then((s - mean) / std).otherwise(0.0).alias(f"z_{m}"))
-    return lf.with_columns(out)
+    """`z_<m>` per metric, standardised within each prompt or over the whole table; a constant metric gives 0.
+
+    The statistics are an aggregate joined back (not a window), so the streaming engine never holds the table.
+    """
+    score = {m: pl.col(SCORE_PREFIX + m).cast(pl.Float64) for m in metrics}
+    stats = [
+        e
+        for m in metrics
+        for e in (score[m].mean().alias(f"_mean_{m}"), score[m].std(ddof=0).alias(f"_std_{m}"))
+    ]
+    if scope == "prompt":
+        joined = lf.join(lf.group_by("prompt_id").agg(stats), on="prompt_id", how="left")
+    else:
+        joined = lf.join(lf.select(stats), how="cross")
+    z = [
+        pl.when(pl.col(f"_std_{m}") > 0)
+        .then((score[m] - pl.col(f"_mean_{m}")) / pl.col(f"_std_{m}"))
+        .otherwise(0.0)
+        .alias(f"z_{m}")
+        for m in metrics
+    ]
+    return joined.with_columns(z).drop([f"_{s}_{m}" for m in metrics for s in ("mean", "std")])
 
 
-def _side(lf: pl.LazyFrame, side: str, metrics: list[str], with_z: bool, keep_prompt: bool) -> pl.LazyFrame:
+def with_image_columns(
+    candidates: pl.LazyFrame, rule: VoteRule, scope: Literal["prompt", "table"], names: list[str]
+) -> pl.LazyFrame:
+    """Add the per-image columns `names` (of `pipeline.strategies.image_columns`) that strategies compare."""
+    if not names:
+        return candidates
+    if "_zsum" in names:
+        candidates = add_z_scores(candidates, rule.metrics, scope)
+    exprs = image_columns(rule)
+    return candidates.with_columns(exprs[n].alias(n) for n in names)
+
+
+def _side(
+    lf: pl.LazyFrame, side: str, metrics: list[str], carry: Sequence[str], keep_prompt: bool
+) -> pl.LazyFrame:
     cols = [pl.col("prompt_id"), pl.col("image_id").alias(f"image_id_{side}")]
     if keep_prompt:
         cols.append(pl.col("prompt"))
     cols += [pl.col(SCORE_PREFIX + m).alias(f"{side}_{m}") for m in metrics]
-    if with_z:
-        cols += [pl.col(f"z_{m}").alias(f"z{side}_{m}") for m in metrics]
+    cols += [pl.col(c).alias(f"{side}_{c}") for c in carry]
     return lf.select(cols)
 
 
@@ -199,15 +226,16 @@ def form_pairs(
     pairing: Literal["all", "best_vs_worst", "random_k"] = "all",
     random_k: int = 4,
     seed: int = 0,
-    with_z: bool = False,
+    carry: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """One row per unordered pair inside a prompt (a < b by id) with raw scores, votes and vote counts.
 
     `all`: every pair; `best_vs_worst`: one pair per prompt, the Borda best against the Borda worst;
-    `random_k`: k pairs per prompt drawn with the seed (all pairs when a prompt has fewer).
+    `random_k`: k pairs per prompt drawn with the seed (all pairs when a prompt has fewer). `carry`: per-image
+    columns of `lf` to bring along as `a_<name>` / `b_<name>` (see `pipeline.strategies.image_columns`).
     """
-    a = _side(lf, "a", metrics, with_z, keep_prompt=True)
-    b = _side(lf, "b", metrics, with_z, keep_prompt=False)
+    a = _side(lf, "a", metrics, carry, keep_prompt=True)
+    b = _side(lf, "b", metrics, carry, keep_prompt=False)
     if pairing == "best_vs_worst":
         ends = _best_and_worst(lf, metrics)
         pairs = ends.join(a.drop("prompt_id"), on="image_id_a").join(b.drop("prompt_id"), on="image_id_b")

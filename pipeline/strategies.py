@@ -3,8 +3,8 @@
 Every function here works on the oriented pair frame built by `pipeline.pairing` (one row per unordered pair,
 image a before image b by id) whose columns are `vote_<m>` (Int8, +1 when metric m prefers a, −1 when it
 prefers b, 0 when the scores differ by at most the metric's epsilon), `votes_a`, `votes_b` (how many metrics
-prefer each side), and, where a strategy needs them, `a_<m>` / `b_<m>` (raw scores) or `za_<m>` / `zb_<m>`
-(z-scores). A strategy returns a `Decision`: `a_wins` (bool) and `reason` (null when the pair is kept, else a
+prefer each side), `a_<m>` / `b_<m>` (raw scores), and, where a strategy needs them, per-image values carried
+through the join as `a__<name>` / `b__<name>` (`image_columns`: score sum, z-score sum, seeded id hash). A strategy returns a `Decision`: `a_wins` (bool) and `reason` (null when the pair is kept, else a
 UInt8 code of why it is dropped; `reason_name` turns it into one of `REASONS`). Nothing here touches files, so
 the rules can be tested on hand-made frames.
 
@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 
 import polars as pl
+
+from pipeline.schema import SCORE_PREFIX
 
 _STRATEGY = re.compile(
     r"^(majority|random_metric|sum|normalized_sum|weighted_majority|single[:_]([a-z][a-z0-9_]*))$"
@@ -169,34 +171,52 @@ def pair_key(seed: int) -> pl.Expr:
     return pl.struct("image_id_a", "image_id_b").hash(seed)
 
 
+def image_columns(rule: VoteRule) -> dict[str, pl.Expr]:
+    """Per-image values some strategies compare, computed once per image before the pairs join.
+
+    Once per pair they cost more than the vote itself at 45M pairs (a string hash per pair, ten score columns
+    through the join); a difference of per-image sums equals the sum of per-metric differences. `_zsum` needs
+    the `z_<m>` columns of `pipeline.pairing.add_z_scores`.
+    """
+    return {
+        "_sum": pl.sum_horizontal([pl.col(SCORE_PREFIX + m).cast(pl.Float64) for m in rule.metrics]),
+        "_zsum": pl.sum_horizontal([pl.col(f"z_{m}") for m in rule.metrics]),
+        "_hash": pl.col("image_id").hash(rule.seed),
+    }
+
+
+def image_columns_needed(name: str) -> list[str]:
+    """Which of `image_columns` a strategy reads (the diagnostics, comparing every strategy, need all)."""
+    return {"sum": ["_sum"], "normalized_sum": ["_zsum"], "random_metric": ["_hash"]}.get(
+        parse_strategy(name)[0], []
+    )
+
+
 def random_metric(rule: VoteRule) -> Decision:
-    """A seeded random metric decides each pair: the 'no balancing' ablation with every metric in the mix."""
-    chosen = pair_key(rule.seed) % len(rule.metrics)
+    """A seeded random metric decides each pair: the 'no balancing' ablation with every metric in the mix.
+
+    The pair's draw mixes the two images' seeded id hashes (xor of independent uniform hashes is uniform).
+    """
+    chosen = pl.col("a__hash").xor(pl.col("b__hash")) % len(rule.metrics)
     vote = pl.lit(0, pl.Int8)
     for i, m in enumerate(rule.metrics):
         vote = pl.when(chosen == i).then(pl.col(f"vote_{m}")).otherwise(vote)
     return _decided_by(vote)
 
 
-def _difference_of_sums(prefix_a: str, prefix_b: str, metrics: list[str]) -> pl.Expr:
-    return pl.sum_horizontal(
-        [
-            pl.col(f"{prefix_a}{m}").cast(pl.Float64) - pl.col(f"{prefix_b}{m}").cast(pl.Float64)
-            for m in metrics
-        ]
-    )
+def _difference(column: str) -> Decision:
+    diff = pl.col(f"a_{column}") - pl.col(f"b_{column}")
+    return Decision(a_wins=diff > 0, reason=pl.when(diff == 0).then(_code("tie")).otherwise(_KEPT))
 
 
 def score_sum(rule: VoteRule) -> Decision:
     """Raw score sum: the metric with the largest scale dominates, which is what the vote avoids."""
-    diff = _difference_of_sums("a_", "b_", rule.metrics)
-    return Decision(a_wins=diff > 0, reason=pl.when(diff == 0).then(_code("tie")).otherwise(_KEPT))
+    return _difference("_sum")
 
 
 def normalized_sum(rule: VoteRule) -> Decision:
     """Sum of z-scores (per prompt or over the table, see `pipeline.pairing.add_z_scores`)."""
-    diff = _difference_of_sums("za_", "zb_", rule.metrics)
-    return Decision(a_wins=diff > 0, reason=pl.when(diff == 0).then(_code("tie")).otherwise(_KEPT))
+    return _difference("_zsum")
 
 
 def decide(name: str, rule: VoteRule) -> Decision:
@@ -212,8 +232,3 @@ def decide(name: str, rule: VoteRule) -> Decision:
         "sum": score_sum,
         "normalized_sum": normalized_sum,
     }[kind](rule)
-
-
-def needs_z_scores(name: str) -> bool:
-    """Only `normalized_sum` reads z-scores; every other strategy works from the votes or the raw scores."""
-    return parse_strategy(name)[0] == "normalized_sum"

@@ -44,13 +44,13 @@ from pipeline.io import read_manifest, write_manifest
 from pipeline.pairing import (
     CandidatesError,
     CandidateStats,
-    add_z_scores,
     finite_filter,
     form_pairs,
     inspect_candidates,
     pair_id_expr,
     scan_candidates,
     vote_columns,
+    with_image_columns,
 )
 from pipeline.schema import pairs_schema
 from pipeline.strategies import (
@@ -62,7 +62,7 @@ from pipeline.strategies import (
     decide,
     default_min_agree,
     disk_name,
-    needs_z_scores,
+    image_columns_needed,
     reason_name,
 )
 
@@ -140,12 +140,9 @@ def build_vote(
     candidates: pl.LazyFrame, metrics: list[str], rule: VoteRule, vote: VoteSection, strategy: str
 ) -> pl.LazyFrame:
     """The whole vote as one lazy query: every formed pair with its votes, `_a_wins` and `_reason` (null = kept)."""
-    with_z = needs_z_scores(strategy)
-    if with_z:
-        candidates = add_z_scores(candidates, metrics, vote.normalize_scope)
-    pairs = form_pairs(
-        candidates, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, with_z=with_z
-    )
+    carry = image_columns_needed(strategy)
+    candidates = with_image_columns(candidates, rule, vote.normalize_scope, carry)
+    pairs = form_pairs(candidates, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, carry=carry)
     decided = decided_pairs(pairs, decide(strategy, rule))
     return decided.select(
         "prompt_id",

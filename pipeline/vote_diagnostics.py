@@ -27,9 +27,9 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from pipeline.config import VoteSection
-from pipeline.pairing import CandidateStats, add_z_scores, form_pairs
+from pipeline.pairing import CandidateStats, form_pairs, with_image_columns
 from pipeline.schema import SCORE_PREFIX
-from pipeline.strategies import VoteRule, decide
+from pipeline.strategies import VoteRule, decide, image_columns
 
 MAX_SAMPLE_PAIRS = 250_000
 
@@ -184,12 +184,15 @@ def write_diagnostics(
     per_prompt = stats.pairs_possible / max(total_prompts, 1)
     sample, n_prompts, sampled = _sample(candidates, vote.diagnostics_max_prompts, total_prompts, per_prompt)
     sample = sample.collect()
+    carry = list(image_columns(rule))  # every strategy is compared below
     if vote.normalize_scope == "prompt":
-        with_z = add_z_scores(sample.lazy(), metrics, "prompt")
+        enriched = with_image_columns(sample.lazy(), rule, "prompt", carry)
     else:  # z over the whole table, as the vote computed it, then restricted to the sample
-        with_z = add_z_scores(candidates, metrics, "table").join(sample.lazy(), on="image_id", how="semi")
+        enriched = with_image_columns(candidates, rule, "table", carry).join(
+            sample.lazy(), on="image_id", how="semi"
+        )
     pairs = form_pairs(
-        with_z, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, with_z=True
+        enriched, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, carry=carry
     ).collect()
     agree, tau = agreement_matrix(pairs, metrics), kendall_tau_b(pairs, metrics)
     strategies = strategy_table(pairs, rule)
