@@ -156,29 +156,40 @@ def inspect_candidates(
     )
 
 
+def z_statistics(metrics: list[str]) -> list[pl.Expr]:
+    """Mean and population std of every metric (`_mean_<m>`, `_std_<m>`): aggregations for `z_scores`."""
+    score = [pl.col(SCORE_PREFIX + m).cast(pl.Float64) for m in metrics]
+    return [
+        e
+        for m, s in zip(metrics, score, strict=True)
+        for e in (s.mean().alias(f"_mean_{m}"), s.std(ddof=0).alias(f"_std_{m}"))
+    ]
+
+
+def z_scores(metrics: list[str]) -> list[pl.Expr]:
+    """`z_<m>` from the score and the `z_statistics` columns beside it; a constant metric gives 0."""
+    return [
+        pl.when(pl.col(f"_std_{m}") > 0)
+        .then((pl.col(SCORE_PREFIX + m).cast(pl.Float64) - pl.col(f"_mean_{m}")) / pl.col(f"_std_{m}"))
+        .otherwise(0.0)
+        .alias(f"z_{m}")
+        for m in metrics
+    ]
+
+
 def add_z_scores(lf: pl.LazyFrame, metrics: list[str], scope: Literal["prompt", "table"]) -> pl.LazyFrame:
     """`z_<m>` per metric, standardised within each prompt or over the whole table; a constant metric gives 0.
 
     The statistics are an aggregate joined back (not a window), so the streaming engine never holds the table.
     """
-    score = {m: pl.col(SCORE_PREFIX + m).cast(pl.Float64) for m in metrics}
-    stats = [
-        e
-        for m in metrics
-        for e in (score[m].mean().alias(f"_mean_{m}"), score[m].std(ddof=0).alias(f"_std_{m}"))
-    ]
+    stats = z_statistics(metrics)
     if scope == "prompt":
         joined = lf.join(lf.group_by("prompt_id").agg(stats), on="prompt_id", how="left")
     else:
         joined = lf.join(lf.select(stats), how="cross")
-    z = [
-        pl.when(pl.col(f"_std_{m}") > 0)
-        .then((score[m] - pl.col(f"_mean_{m}")) / pl.col(f"_std_{m}"))
-        .otherwise(0.0)
-        .alias(f"z_{m}")
-        for m in metrics
-    ]
-    return joined.with_columns(z).drop([f"_{s}_{m}" for m in metrics for s in ("mean", "std")])
+    return joined.with_columns(z_scores(metrics)).drop(
+        [f"_{s}_{m}" for m in metrics for s in ("mean", "std")]
+    )
 
 
 def with_image_columns(

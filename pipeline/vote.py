@@ -52,7 +52,7 @@ from pipeline.pairing import (
     vote_columns,
     with_image_columns,
 )
-from pipeline.schema import pairs_schema
+from pipeline.schema import SCORE_PREFIX, pairs_schema
 from pipeline.strategies import (
     REASONS,
     Decision,
@@ -65,6 +65,7 @@ from pipeline.strategies import (
     image_columns_needed,
     reason_name,
 )
+from pipeline.vote_blocks import DICTIONARY_COLUMNS, SortedCandidates, ZSum, block_schema, decide_block
 
 ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
 PART_NAME = "part-{:05d}.parquet"
@@ -178,6 +179,11 @@ class CellCounter:
     def add(self, cells: np.ndarray) -> None:
         self.counts += np.bincount(cells, minlength=self.counts.size)
 
+    def add_votes(self, reason: np.ndarray, votes_a: np.ndarray, votes_b: np.ndarray) -> None:
+        """The same cells from numpy columns (`reason` 0 = kept)."""
+        r, a, b = (x.astype(np.int64) for x in (reason, votes_a, votes_b))
+        self.add((r * self.side + a) * self.side + b)
+
     def frame(self) -> pl.DataFrame:
         cells = np.flatnonzero(self.counts)
         reason, rest = np.divmod(cells, self.side**2)
@@ -283,6 +289,34 @@ def write_pairs(
     return counter.frame(), names
 
 
+def write_pairs_in_blocks(
+    candidates: pl.LazyFrame, rule: VoteRule, vote: VoteSection, strategy: str, directory: Path
+) -> tuple[pl.DataFrame, list[str]]:
+    """`write_pairs` for `pairing: all` without the join (see `pipeline.vote_blocks`): same pairs, same counts."""
+    metrics = rule.metrics
+    carry = image_columns_needed(strategy)
+    per_image = [c for c in carry if c != "_zsum"]
+    enriched = with_image_columns(candidates, rule, vote.normalize_scope, per_image)
+    z_sum = ZSum(rule, vote.normalize_scope) if "_zsum" in carry else None
+    cands = SortedCandidates.collect(enriched, [SCORE_PREFIX + m for m in metrics] + per_image, z_sum)
+    decision = decide(strategy, rule)
+    schema = block_schema(metrics)
+    counter = CellCounter(len(metrics))
+    files = max(1, min(WRITER_THREADS, os.cpu_count() or 1))
+    writer = ParallelParquetWriter(
+        directory, schema, files, use_dictionary=list(DICTIONARY_COLUMNS), **PARQUET_OPTIONS
+    )
+    try:
+        for first, end in cands.blocks(ROW_GROUP_ROWS):
+            block = decide_block(cands, first, end, metrics, carry, vote.epsilon, decision, strategy, schema)
+            counter.add_votes(block.reason, block.votes_a, block.votes_b)
+            if block.kept.num_rows:
+                writer.write(block.kept)
+    finally:
+        names = writer.close()
+    return counter.frame(), names
+
+
 def _arrow(frames: list[pl.DataFrame], schema: pa.Schema) -> pa.Table:
     return pl.concat(frames, rechunk=False).to_arrow().cast(schema)
 
@@ -352,7 +386,10 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
 
     final = cfg.output_dir / "pairs" / p.strategy
     stage = _stage_dir(final)
-    counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
+    if vote.pairing == "all":
+        counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, stage)
+    else:
+        counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
     vote_seconds = time.perf_counter() - started
 
     diagnostics: dict[str, Any] = {}
