@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] model {cfg.model.pretrained} (built into the local cache on first use)", flush=True)
     t0 = time.perf_counter()
     path = resolve_pretrained(cfg.model.pretrained)
-    print(f"[demo] model ready in {time.perf_counter() - t0:.1f}s: {path}", flush=True)
+    model_seconds = time.perf_counter() - t0
+    print(f"[demo] model ready in {model_seconds:.1f}s: {path}", flush=True)
 
+    t0 = time.perf_counter()
     out = run_job(cfg, progress=not args.no_progress)
+    job_seconds = time.perf_counter() - t0
 
     print("\n[demo] where everything is:")
     for what, where in out.paths().items():
@@ -45,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.eval is not None:
         print()
         print(out.eval.markdown.read_text())
-    print(f"[demo] total {time.perf_counter() - started:.1f}s")
+    print(
+        f"[demo] the job (prompts → stage 1 → vote → train → evaluate) took {job_seconds:.1f}s; "
+        f"model {model_seconds:.1f}s (a one-time build on first use, cached like a download); "
+        f"total {time.perf_counter() - started:.1f}s"
+    )
     return 0
 
 

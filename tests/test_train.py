@@ -55,6 +55,17 @@ def update_mismatch(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], fami
     return float((da - db).norm() / da.norm())
 
 
+def test_eval_after_is_measured_before_a_refresh_on_the_last_step(tmp_path):
+    """With the dynamic reference refreshed at the final step, eval_after still compares the policy with the
+    reference it trained against (after the refresh they are equal and the accuracy would read 0.5)."""
+    run = copy_toy_run(tmp_path / "run")
+    cfg = make_cfg(run, max_steps=10, batch_size=8, ref_update={"mode": "hard", "every": 5})
+    out = train(cfg)
+    assert out.refreshes == [5, 10]
+    assert out.eval_after["implicit_acc"] != 0.5 and out.eval_after["reward_margin"] != 0.0
+    assert json.loads(out.manifest.read_text())["eval_after"] == out.eval_after
+
+
 def test_short_full_finetune_learns_its_pairs_and_exports_a_unet(tmp_path):
     """Implicit accuracy on the training pairs rises above 0.5; the UNet export loads into a pipeline."""
     run = copy_toy_run(tmp_path / "run")

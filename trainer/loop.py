@@ -422,6 +422,7 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
         )
         window: dict[str, torch.Tensor] = {}
         window_steps = 0
+        eval_after: dict[str, float] = {}
         last_metrics: dict[str, float] = {}
         t_train = time.perf_counter()
         steps_done = 0
@@ -448,6 +449,20 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
             steps_done += 1
             progress.update(1)
 
+            if state.step == tcfg.max_steps and tcfg.eval_pairs:
+                # Before the schedule's last refresh: against a reference just copied from the policy, the
+                # comparison would read 0.5 by construction.
+                with accelerator.autocast():
+                    eval_after = evaluate_pairs(
+                        raw_unet,
+                        reference,
+                        data,
+                        alphas_cumprod,
+                        prediction_type,
+                        tcfg,
+                        device,
+                        tcfg.batch_size,
+                    )
             if should_refresh(state.step, tcfg.ref_update.mode, tcfg.ref_update.every):
                 with record_function("dpo/refresh"):
                     reference.refresh(raw_unet, tcfg.ref_update.mode, tcfg.ref_update.decay)
@@ -482,12 +497,6 @@ def train(cfg: RunConfig, stop_at_step: int | None = None) -> TrainOutputs:
             last_metrics = reduce_window(accelerator, window, window_steps)
 
         finished = state.step >= tcfg.max_steps
-        eval_after: dict[str, float] = {}
-        if finished and tcfg.eval_pairs:
-            with accelerator.autocast():  # same numerics as the training step (half weights on GPU)
-                eval_after = evaluate_pairs(
-                    raw_unet, reference, data, alphas_cumprod, prediction_type, tcfg, device, tcfg.batch_size
-                )
         accelerator.wait_for_everyone()
         written_final: Path | None = None
         if finished and accelerator.is_main_process:
