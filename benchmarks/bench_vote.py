@@ -7,8 +7,8 @@ Baselines: `floor` is a bare polars self-join that only computes the summed sign
 memory); `floor+write` is the same query written to parquet (a reference for what writing costs); `pandas` is a
 pandas merge doing the same (run only up to --pandas-max-prompts, since at 45M pairs it
 needs more memory than the machine has). Every method runs in a fresh child process, so each peak RSS is its own.
-The vote rows run `pipeline.vote.run_vote`: every column of the pairs schema written with `sink_parquet`, the
-input checks, the exact counts and the manifest; `+diagnostics` adds the plots and summary.
+The vote rows run `pipeline.vote.run_vote`: the input checks, every column of the pairs schema written to parquet,
+the exact counts and the manifest; `+diagnostics` adds the plots and summary.
 
 The candidates are synthetic (`pipeline.synthetic_candidates.bench_candidates`): 16-character ids like stage 1's,
 float32 scores, and no image column (the vote never reads it; parquet projection skips it in a real table).
