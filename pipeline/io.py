@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,9 +61,12 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
+        # Two renames, then the slow delete: the target is missing only between the renames, never half-deleted.
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent)) / "old"
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, retired)
         os.replace(staging, target)
+        shutil.rmtree(retired.parent, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -125,3 +130,59 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}")
     return json.loads(path.read_text())
+
+
+class ParallelParquetWriter:
+    """Row groups handed round-robin to one writer thread per file.
+
+    Encoding parquet is single-threaded per file and was the vote's largest cost (≈ 10 s of 24 s at 45M pairs on
+    two cores); pyarrow releases the GIL while it encodes, so several files are written while the caller computes
+    the next table. File 0 is always written, so even no rows leave a readable table. A writer's error is raised
+    by the next `write` or by `close`; the caller writes into a staging directory, so a failure publishes nothing.
+    """
+
+    def __init__(self, directory: Path, name: str, schema: pa.Schema, files: int, **options: Any) -> None:
+        """`name` is a format string for the file index, e.g. `part-{:05d}.parquet`."""
+        self.directory, self.schema, self.options = directory, schema, options
+        self.paths = [directory / name.format(i) for i in range(files)]
+        self.queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(files)]
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(files)]
+        self.next = 0
+        self.used = 1
+        for t in self.threads:
+            t.start()
+
+    def _run(self, i: int) -> None:
+        writer = None
+        try:
+            while (table := self.queues[i].get()) is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
+                writer.write_table(table)
+            if writer is None and i == 0:
+                writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
+        except BaseException as exc:  # reported by close(); keep draining so the producer never blocks
+            self.errors.append(exc)
+            while self.queues[i].get() is not None:
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        if self.errors:
+            raise self.errors[0]
+        self.queues[self.next].put(table)
+        self.used = max(self.used, self.next + 1)
+        self.next = (self.next + 1) % len(self.queues)
+
+    def close(self) -> list[str]:
+        """Wait for every file; returns the names of the files written."""
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+        return [p.name for p in self.paths[: self.used]]

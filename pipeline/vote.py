@@ -27,9 +27,6 @@ if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project imp
 
 import argparse
 import os
-import queue
-import shutil
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +34,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.config import ConfigError, RunConfig, VoteSection, add_config_arguments, load_config
-from pipeline.io import read_manifest, write_manifest
+from pipeline.io import ParallelParquetWriter, atomic_directory, read_manifest, write_manifest
 from pipeline.pairing import (
     CandidatesError,
     CandidateStats,
@@ -197,60 +193,6 @@ class CellCounter:
         )
 
 
-class ParallelParquetWriter:
-    """Row groups handed round-robin to one writer thread per file.
-
-    Encoding parquet is single-threaded per file and was the vote's largest cost (≈ 10 s of 24 s at 45M pairs on
-    two cores); pyarrow releases the GIL while it encodes, so two files are written while polars computes the
-    next batch. The first file is opened at once, so even a vote that keeps nothing leaves a readable table.
-    """
-
-    def __init__(self, directory: Path, schema: pa.Schema, files: int, **options: Any) -> None:
-        self.directory, self.schema, self.options = directory, schema, options
-        self.paths = [directory / PART_NAME.format(i) for i in range(files)]
-        self.queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(files)]
-        self.errors: list[BaseException] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(files)]
-        self.next = 0
-        self.used = 1
-        for t in self.threads:
-            t.start()
-
-    def _run(self, i: int) -> None:
-        writer = None
-        try:
-            while (table := self.queues[i].get()) is not None:
-                if writer is None:
-                    writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
-                writer.write_table(table)
-            if writer is None and i == 0:
-                writer = pq.ParquetWriter(self.paths[i], self.schema, **self.options)
-        except BaseException as exc:  # reported by close(); keep draining so the producer never blocks
-            self.errors.append(exc)
-            while self.queues[i].get() is not None:
-                pass
-        finally:
-            if writer is not None:
-                writer.close()
-
-    def write(self, table: pa.Table) -> None:
-        if self.errors:
-            raise self.errors[0]
-        self.queues[self.next].put(table)
-        self.used = max(self.used, self.next + 1)
-        self.next = (self.next + 1) % len(self.queues)
-
-    def close(self) -> list[str]:
-        """Wait for every file; returns the names of the files written."""
-        for q in self.queues:
-            q.put(None)
-        for t in self.threads:
-            t.join()
-        if self.errors:
-            raise self.errors[0]
-        return [p.name for p in self.paths[: self.used]]
-
-
 def write_pairs(
     decided: pl.LazyFrame, strategy: str, metrics: list[str], directory: Path
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -267,7 +209,12 @@ def write_pairs(
     )
     files = max(1, min(WRITER_THREADS, os.cpu_count() or 1))
     writer = ParallelParquetWriter(
-        directory, schema, files, use_dictionary=["prompt_id", "prompt", "strategy"], **PARQUET_OPTIONS
+        directory,
+        PART_NAME,
+        schema,
+        files,
+        use_dictionary=["prompt_id", "prompt", "strategy"],
+        **PARQUET_OPTIONS,
     )
     pending: list[pl.DataFrame] = []
     rows = 0
@@ -304,7 +251,7 @@ def write_pairs_in_blocks(
     counter = CellCounter(len(metrics))
     files = max(1, min(WRITER_THREADS, os.cpu_count() or 1))
     writer = ParallelParquetWriter(
-        directory, schema, files, use_dictionary=list(DICTIONARY_COLUMNS), **PARQUET_OPTIONS
+        directory, PART_NAME, schema, files, use_dictionary=list(DICTIONARY_COLUMNS), **PARQUET_OPTIONS
     )
     try:
         for first, end in cands.blocks(ROW_GROUP_ROWS):
@@ -319,26 +266,6 @@ def write_pairs_in_blocks(
 
 def _arrow(frames: list[pl.DataFrame], schema: pa.Schema) -> pa.Table:
     return pl.concat(frames, rechunk=False).to_arrow().cast(schema)
-
-
-def _stage_dir(final: Path) -> Path:
-    stage = final.parent / f".{final.name}.tmp"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    return stage
-
-
-def _publish(stage: Path, final: Path) -> None:
-    """Swap the finished directory in by renames: a reader never sees a half-written pairs directory."""
-    old = final.parent / f".{final.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    stage.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 @dataclass
@@ -376,46 +303,49 @@ def vote_frame(
 
 
 def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path | None = None) -> Path:
-    """Vote with one strategy (default `cfg.vote.strategy`) and write `<run>/pairs/<strategy>/`; returns that dir."""
+    """Vote with one strategy (default `cfg.vote.strategy`) and write `<run>/pairs/<strategy>/`; returns that dir.
+
+    Everything is written into a staging directory that replaces the previous one whole only when complete: a
+    reader never sees half a vote, and a failed one leaves the previous pairs as they were.
+    """
     started = time.perf_counter()
     vote = cfg.vote
     candidates_dir = Path(candidates_dir or cfg.output_dir / "candidates")
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
     p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy)
-    decided = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy)
 
     final = cfg.output_dir / "pairs" / p.strategy
-    stage = _stage_dir(final)
-    if vote.pairing == "all":
-        counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, stage)
-    else:
-        counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
-    vote_seconds = time.perf_counter() - started
+    with atomic_directory(final) as stage:
+        if vote.pairing == "all":
+            counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, stage)
+        else:
+            decided = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy)
+            counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
+        vote_seconds = time.perf_counter() - started
 
-    diagnostics: dict[str, Any] = {}
-    if vote.diagnostics:
-        from pipeline.vote_diagnostics import write_diagnostics
+        diagnostics: dict[str, Any] = {}
+        if vote.diagnostics:
+            from pipeline.vote_diagnostics import write_diagnostics
 
-        diagnostics = write_diagnostics(
-            stage / "diagnostics", p.candidates, p.metrics, p.rule, vote, counts, p.strategy, p.stats
+            diagnostics = write_diagnostics(
+                stage / "diagnostics", p.candidates, p.metrics, p.rule, vote, counts, p.strategy, p.stats
+            )
+        write_manifest(
+            stage,
+            stage="vote",
+            strategy=p.strategy,
+            metrics=p.metrics,
+            pairing=vote.pairing,
+            min_agree=p.rule.min_agree,
+            epsilon={m: vote.epsilon.get(m, 0.0) for m in p.metrics},
+            weights={m: vote.weights.get(m, 1.0) for m in p.metrics},
+            candidates_dir=str(candidates_dir),
+            files=files,
+            counts=summarise_counts(counts, p.stats),
+            diagnostics=diagnostics,
+            config=vote.model_dump(mode="json"),
+            timings={"vote_s": round(vote_seconds, 3), "total_s": round(time.perf_counter() - started, 3)},
         )
-    write_manifest(
-        stage,
-        stage="vote",
-        strategy=p.strategy,
-        metrics=p.metrics,
-        pairing=vote.pairing,
-        min_agree=p.rule.min_agree,
-        epsilon={m: vote.epsilon.get(m, 0.0) for m in p.metrics},
-        weights={m: vote.weights.get(m, 1.0) for m in p.metrics},
-        candidates_dir=str(candidates_dir),
-        files=files,
-        counts=summarise_counts(counts, p.stats),
-        diagnostics=diagnostics,
-        config=vote.model_dump(mode="json"),
-        timings={"vote_s": round(vote_seconds, 3), "total_s": round(time.perf_counter() - started, 3)},
-    )
-    _publish(stage, final)
     return final
 
 

@@ -85,6 +85,23 @@ def test_a_large_vote_is_written_by_parallel_writers_without_loss(tmp_path, monk
     assert manifest["counts"] == read_manifest(reference)["counts"]
 
 
+def test_a_failed_write_publishes_nothing_and_keeps_the_previous_pairs(tmp_path, monkeypatch):
+    cfg = make_run(tmp_path, random_candidates(6, 4, METRICS), diagnostics=False)
+    out = run_vote(cfg)
+    before = pl.read_parquet(out / "*.parquet")
+
+    def disk_full(self, table, row_group_size=None):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", disk_full)
+    cfg.vote.min_agree = 5
+    with pytest.raises(OSError, match="No space left"):
+        run_vote(cfg)
+    assert pl.read_parquet(out / "*.parquet").equals(before)
+    assert read_manifest(out)["min_agree"] == 3
+    assert not [p for p in (tmp_path / "pairs").iterdir() if p.name != "majority"]  # no staging leftovers
+
+
 def test_rerun_replaces_the_previous_pairs(tmp_path):
     cfg = make_run(tmp_path, random_candidates(6, 4, METRICS))
     first = pq.read_table(run_vote(cfg) / ONE_FILE).num_rows
