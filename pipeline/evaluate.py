@@ -6,9 +6,9 @@
 
 From Python: `evaluate(cfg, tuned=[...]) -> EvalOutputs` (the paths it wrote, and the win-rate table).
 
-Generation and scoring reuse stage 1 (`pipeline.stage1.run_stage1`) with `eval.prompts`, `eval.seeds_per_prompt`
-seeds from `eval.seed_offset` (far from the training seeds), so base and tuned images of one item start from
-identical noise and differ only by the weights. All images land in `<eval dir>/candidates/` (default
+Generation and scoring reuse stage 1 (`pipeline.stage1.run_stage1`: one call and one Ray pipeline for the base and
+every tuned model) with `eval.prompts`, `eval.seeds_per_prompt` seeds from `eval.seed_offset` (far from the
+training seeds), so base and tuned images of one item start from identical noise and differ only by the weights. All images land in `<eval dir>/candidates/` (default
 `<run>/eval/`), told apart by the `model` column; a rerun skips images already there. A tuned model's tag includes
 a fingerprint of its weight files, so retrained weights are never mistaken for cached images.
 
@@ -141,15 +141,13 @@ def tuned_tag(model: TunedModel) -> str:
     return f"tuned:{model.name}:{fingerprint(directory)}"
 
 
-def _generate(
-    cfg: RunConfig, eval_dir: Path, model_ref: Any, tag: str, scorer_factory, progress: bool
-) -> None:
+def _generate(cfg: RunConfig, eval_dir: Path, models: dict[str, Any], scorer_factory, progress: bool) -> None:
+    """Every model's images in one stage-1 call (one Ray pipeline; each model loaded once per actor)."""
     if cfg.eval.prompts is None:
         raise EvalError("eval.prompts is not set: evaluation needs held-out prompts (a manifest or a file)")
     run_stage1(
         cfg,
-        model_ref=model_ref,
-        model_tag=tag,
+        models=models,
         prompts=cfg.eval.prompts,
         seeds_per_prompt=cfg.eval.seeds_per_prompt,
         seed_offset=cfg.eval.seed_offset,
@@ -235,15 +233,14 @@ def evaluate(
     if not metrics:
         raise EvalError("scoring.scorers is empty: there is nothing to compare the models with")
 
-    _generate(cfg, eval_dir, None, base_tag(cfg), scorer_factory, progress)
-    tags = {}
+    tags = {model.name: tuned_tag(model) for model in models}
+    refs: dict[str, Any] = {base_tag(cfg): None}
     for model in models:
-        tags[model.name] = tuned_tag(model)
         if model.pipeline_dir is not None:
-            ref: Any = str(model.pipeline_dir)
+            refs[tags[model.name]] = str(model.pipeline_dir)
         else:
-            ref = TunedLoader(model.base or cfg.model, str(model.weights_dir))
-        _generate(cfg, eval_dir, ref, tags[model.name], scorer_factory, progress)
+            refs[tags[model.name]] = TunedLoader(model.base or cfg.model, str(model.weights_dir))
+    _generate(cfg, eval_dir, refs, scorer_factory, progress)
 
     candidates_dir = eval_dir / "candidates"
     base = read_scores(candidates_dir, base_tag(cfg), metrics)

@@ -2,14 +2,16 @@
 
 Python API (the CLI `pipeline/score.py` and the evaluation / online-rounds code call these):
 
-    run_stage1(cfg, *, model_ref=None, model_tag=None, prompts=None, seeds_per_prompt=None, seed_offset=None,
-               round=0, out_dir=None, scorer_factory=None, progress=True) -> Stage1Outputs
+    run_stage1(cfg, *, model_ref=None, model_tag=None, models=None, prompts=None, seeds_per_prompt=None,
+               seed_offset=None, round=0, out_dir=None, scorer_factory=None, progress=True) -> Stage1Outputs
     generate_and_score(cfg, **same keywords) -> Path          # the candidates directory
 
 - `model_ref`: None → `cfg.model`; a hub id, a local diffusers directory or `tiny/<family>`; or a picklable
   zero-argument callable returning a ready pipeline (base model + tuned UNet/LoRA). A callable needs `model_tag`.
 - `model_tag`: the `model` column and part of every `image_id`; defaults to the string `model_ref` or
   `cfg.model.pretrained`. Base and tuned models must have different tags.
+- `models`: instead of the two above, several models in one call, tag → reference (what `model_ref` takes):
+  the same prompts and seeds for each, one Ray pipeline (the evaluation's base and tuned models).
 - `prompts`: None → `cfg.prompts`; a `PromptsSection` (e.g. `cfg.eval.prompts`), a `PromptSet` or a list of str.
 - `seeds_per_prompt` / `seed_offset`: default `cfg.generation.num_candidates` / `cfg.generation.seed_offset`;
   prompt p gets seeds `seed_offset + k`, k < seeds_per_prompt (the same seeds for every model: paired comparisons).
@@ -31,7 +33,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,10 +123,13 @@ def build_dataset(
     cfg: RunConfig,
     *,
     generating: bool,
-    model_ref: str | ModelLoader | None,
+    model_refs: Mapping[str, str | ModelLoader | None],
     scorer_factory: ScorerFactory | None,
 ):
-    """The Ray Data plan: work items → GenerateBatch pool → ScoreBatch pool(s). Lazy until iterated."""
+    """The Ray Data plan: work items → GenerateBatch pool → ScoreBatch pool(s). Lazy until iterated.
+
+    `model_refs`: model tag → reference; the items' `model` column picks one per row.
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -134,7 +139,7 @@ def build_dataset(
     if generating:
         ds = ds.map_batches(
             GenerateBatch,
-            fn_constructor_kwargs={"cfg": cfg, "model_ref": model_ref},
+            fn_constructor_kwargs={"cfg": cfg, "model_refs": dict(model_refs)},
             batch_size=step,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=gen.num_workers),
@@ -190,6 +195,7 @@ def run_stage1(
     *,
     model_ref: str | ModelLoader | None = None,
     model_tag: str | None = None,
+    models: Mapping[str, str | ModelLoader | None] | None = None,
     prompts: PromptsSection | PromptSet | Sequence[str] | None = None,
     seeds_per_prompt: int | None = None,
     seed_offset: int | None = None,
@@ -205,27 +211,29 @@ def run_stage1(
     relabel = cfg.prompts.pairs is not None and prompts is None
     human_dir = None
     call: dict[str, Any] = {"mode": "relabel" if relabel else "generate", "round": round}
+    refs: dict[str, str | ModelLoader | None] = {}  # tag → model; none in relabel mode
 
     if relabel:
         items, human_dir, stats = _relabel_items(cfg, run_dir)
         call.update(source=cfg.prompts.pairs, safety_checker="not applicable", prompt_stats=stats)
     else:
-        if callable(model_ref) and model_tag is None:
-            raise Stage1Error("a model loader callable needs a model_tag (it names the model in image ids)")
-        tag = model_tag or str(model_ref or cfg.model.pretrained)
+        refs = _model_refs(cfg, model_ref, model_tag, models)
         n_seeds = seeds_per_prompt or cfg.generation.num_candidates
         offset = cfg.generation.seed_offset if seed_offset is None else seed_offset
         prompt_set = _resolve_prompts(cfg, prompts)
         triples = list(prompt_set.table.select("prompt_id", "prompt", "source").iter_rows())
-        columns = plan_items(triples, model_tag=tag, seeds=range(offset, offset + n_seeds), round_=round)
-        items = pa.table(columns).cast(
-            pa.schema(
-                [(k, pa.string()) for k in ("image_id", "prompt_id", "prompt", "source", "model")]
-                + [("round", pa.int32()), ("seed", pa.int64())]
-            )
+        item_schema = pa.schema(
+            [(k, pa.string()) for k in ("image_id", "prompt_id", "prompt", "source", "model")]
+            + [("round", pa.int32()), ("seed", pa.int64())]
+        )
+        items = pa.concat_tables(  # grouped by model: an actor switches models once per model, not per batch
+            pa.table(
+                plan_items(triples, model_tag=tag, seeds=range(offset, offset + n_seeds), round_=round)
+            ).cast(item_schema)
+            for tag in refs
         )
         call.update(
-            model=tag,
+            model=next(iter(refs)) if len(refs) == 1 else list(refs),
             seeds_per_prompt=n_seeds,
             seed_offset=offset,
             prompt_set=prompt_set.name,
@@ -239,7 +247,7 @@ def run_stage1(
     call.update(n_planned=n_planned, n_skipped_existing=n_planned - items.num_rows)
 
     if items.num_rows:
-        _execute(items, cfg, store, relabel, model_ref, scorer_factory, progress)
+        _execute(items, cfg, store, relabel, refs, scorer_factory, progress)
 
     wall = time.time() - started
     call.update(
@@ -278,7 +286,7 @@ def _execute(
     cfg: RunConfig,
     store: CandidateStore,
     relabel: bool,
-    model_ref: str | ModelLoader | None,
+    model_refs: Mapping[str, str | ModelLoader | None],
     scorer_factory: ScorerFactory | None,
     progress: bool,
 ) -> None:
@@ -288,7 +296,9 @@ def _execute(
     ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
     warn_if_short_of_resources(cfg, not relabel)
     DataContext.get_current().enable_progress_bars = progress
-    ds = build_dataset(items, cfg, generating=not relabel, model_ref=model_ref, scorer_factory=scorer_factory)
+    ds = build_dataset(
+        items, cfg, generating=not relabel, model_refs=model_refs, scorer_factory=scorer_factory
+    )
     bar = tqdm(total=items.num_rows, unit="img", desc="candidates written", disable=not progress)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -300,6 +310,24 @@ def _execute(
         raise inner from exc
     finally:
         bar.close()
+
+
+def _model_refs(
+    cfg: RunConfig,
+    model_ref: str | ModelLoader | None,
+    model_tag: str | None,
+    models: Mapping[str, str | ModelLoader | None] | None,
+) -> dict[str, str | ModelLoader | None]:
+    """Model tag → reference for this call: `models` as given, or the one model of `model_ref` / `model_tag`."""
+    if models is not None:
+        if model_ref is not None or model_tag is not None:
+            raise Stage1Error("give either models= or model_ref= / model_tag=, not both")
+        if not models:
+            raise Stage1Error("models= is empty: nothing to generate with")
+        return dict(models)
+    if callable(model_ref) and model_tag is None:
+        raise Stage1Error("a model loader callable needs a model_tag (it names the model in image ids)")
+    return {model_tag or str(model_ref or cfg.model.pretrained): model_ref}
 
 
 def _relabel_items(cfg: RunConfig, run_dir: Path) -> tuple[pa.Table, Path, dict[str, Any]]:
