@@ -143,7 +143,7 @@ class ParallelParquetWriter:
 
     def __init__(self, directory: Path, name: str, schema: pa.Schema, files: int, **options: Any) -> None:
         """`name` is a format string for the file index, e.g. `part-{:05d}.parquet`."""
-        self.directory, self.schema, self.options = directory, schema, options
+        self.schema, self.options = schema, options
         self.paths = [directory / name.format(i) for i in range(files)]
         self.queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(files)]
         self.errors: list[BaseException] = []

@@ -167,18 +167,10 @@ class CellCounter:
         self.side = n_metrics + 1
         self.counts = np.zeros((len(REASONS) + 1) * self.side**2, dtype=np.int64)
 
-    def cell(self) -> pl.Expr:
-        reason = pl.col("_reason").fill_null(0).cast(pl.UInt32)
-        a, b = pl.col("votes_a").cast(pl.UInt32), pl.col("votes_b").cast(pl.UInt32)
-        return ((reason * self.side + a) * self.side + b).alias("_cell")
-
-    def add(self, cells: np.ndarray) -> None:
-        self.counts += np.bincount(cells, minlength=self.counts.size)
-
     def add_votes(self, reason: np.ndarray, votes_a: np.ndarray, votes_b: np.ndarray) -> None:
-        """The same cells from numpy columns (`reason` 0 = kept)."""
+        """Count one batch of pairs (`reason` 0 = kept)."""
         r, a, b = (x.astype(np.int64) for x in (reason, votes_a, votes_b))
-        self.add((r * self.side + a) * self.side + b)
+        self.counts += np.bincount((r * self.side + a) * self.side + b, minlength=self.counts.size)
 
     def frame(self) -> pl.DataFrame:
         cells = np.flatnonzero(self.counts)
@@ -204,9 +196,9 @@ def write_pairs(
     """
     schema = file_schema(metrics)
     counter = CellCounter(len(metrics))
-    stream = decided.select("_reason", counter.cell(), **oriented_columns(strategy, metrics)).collect_batches(
-        maintain_order=False
-    )
+    stream = decided.select(
+        "_reason", _votes_a="votes_a", _votes_b="votes_b", **oriented_columns(strategy, metrics)
+    ).collect_batches(maintain_order=False)
     files = max(1, min(WRITER_THREADS, os.cpu_count() or 1))
     writer = ParallelParquetWriter(
         directory,
@@ -220,11 +212,15 @@ def write_pairs(
     rows = 0
     try:
         for batch in stream:
-            counter.add(batch["_cell"].to_numpy())
+            counter.add_votes(
+                batch["_reason"].fill_null(0).to_numpy(),
+                batch["_votes_a"].to_numpy(),
+                batch["_votes_b"].to_numpy(),
+            )
             if batch["_reason"].null_count() < batch.height:  # some pairs dropped
                 batch = batch.filter(pl.col("_reason").is_null())
             if batch.height:
-                pending.append(batch.drop("_reason", "_cell"))
+                pending.append(batch.drop("_reason", "_votes_a", "_votes_b"))
                 rows += batch.height
             if rows >= ROW_GROUP_ROWS:
                 writer.write(_arrow(pending, schema))
