@@ -12,6 +12,10 @@ The check was fixed before it was run, and is not tuned afterwards:
   is above 0.5, and the placebo's majority win rate is below both seeds'.
 Per-metric win rates are printed too: a majority win can hide a loss on one metric.
 
+`--dev` runs the same protocol on a development split that the check proper never uses: other candidates
+(`generation.seed_offset=500000`), training seeds 2 and 3 (placebo: seed 2) and other evaluation seeds
+(`eval.seed_offset=2000000`). Changes to the default are chosen there, then the check is run once.
+
 `--ablation` adds the paper's baselines, trained on the same candidates with training seed 0 and evaluated on the
 same 128 items: a static reference (`train.ref_update.mode=none`), `sum`, `normalized_sum`, `random_metric` and a
 single metric (`single:pickscore`). They do not enter the criterion.
@@ -40,6 +44,13 @@ VARIANTS = [
     Variant("dpo_seed1", "majority", ("train.seed=1",)),
     Variant("placebo_shuffled", "majority", ("train.seed=0",), shuffle_labels=True),
 ]
+# The development split: the same roles under other names, seeds and evaluation items.
+DEV_VARIANTS = [
+    Variant("dpo_seed0", "majority", ("train.seed=2",)),
+    Variant("dpo_seed1", "majority", ("train.seed=3",)),
+    Variant("placebo_shuffled", "majority", ("train.seed=2",), shuffle_labels=True),
+]
+DEV_OVERRIDES = ["generation.seed_offset=500000", "eval.seed_offset=2000000"]
 
 ABLATION = [
     Variant("static_reference", "majority", ("train.seed=0", "train.ref_update.mode=none")),
@@ -87,12 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablation", action="store_true", help="also train and evaluate the strategy baselines"
     )
+    parser.add_argument(
+        "--dev", action="store_true", help="the development split (other data, seeds and items)"
+    )
     args = parser.parse_args(argv)
+    if args.dev and args.ablation:
+        parser.error("--dev runs the criterion's three runs only; drop --ablation")
     started = time.perf_counter()
-    cfg = proof_config(args.out, args.overrides)
-    out = run_ablation(cfg, VARIANTS + (ABLATION if args.ablation else []), progress=False)
+    overrides = (DEV_OVERRIDES if args.dev else []) + args.overrides
+    cfg = proof_config(args.out, overrides)
+    variants = DEV_VARIANTS if args.dev else VARIANTS + (ABLATION if args.ablation else [])
+    out = run_ablation(cfg, variants, progress=False)
     print(out.eval.markdown.read_text())
     result = verdict(out)
+    result["split"] = "development" if args.dev else "check"
     result["learns"] = bool(result["every_seed_ci_above_half"] and result["placebo_below_every_seed"])
     result["seconds"] = {k: round(v, 1) for k, v in out.seconds.items()}
     result["total_seconds"] = round(time.perf_counter() - started, 1)
