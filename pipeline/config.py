@@ -198,6 +198,11 @@ class TrainSection(Section):
     lora_target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     beta: float = Field(5000.0, gt=0.0, description="β of eq. 14, applied as β/2 inside the sigmoid")
     loss_type: Literal["sigmoid", "hinge", "ipo"] = "sigmoid"
+    dpop_lambda: float = Field(
+        0.0,
+        ge=0.0,
+        description="DPO-Positive λ: penalise the policy fitting the winner worse than the reference; 0: off",
+    )
     weight_by_confidence: bool = False
     learning_rate: float = Field(1e-4, gt=0.0)
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"

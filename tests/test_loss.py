@@ -145,3 +145,37 @@ def test_per_sample_mse():
     pred = torch.zeros(2, 1, 2, 2)
     target = torch.tensor([1.0, 2.0]).reshape(2, 1, 1, 1).expand(2, 1, 2, 2)
     torch.testing.assert_close(per_sample_mse(pred, target), torch.tensor([1.0, 4.0]))
+
+
+@pytest.mark.parametrize("lam", [0.5, 50.0])
+def test_dpop_penalty_by_hand(lam):
+    """DPO-Positive: −log σ(h − β/2·λ·max(0, pw − rw)), pair by pair with the math module."""
+    beta = 10.0
+    out = dpo_loss(_t(PW), _t(PL), _t(RW), _t(RL), beta, dpop_lambda=lam)
+    expected = []
+    for pw, pl, rw, rl in zip(PW, PL, RW, RL, strict=True):
+        h = -beta / 2 * ((pw - pl) - (rw - rl)) - beta / 2 * lam * max(0.0, pw - rw)
+        expected.append(math.log1p(math.exp(-h)))
+    assert out.loss.item() == pytest.approx(sum(expected) / len(expected), rel=1e-12)
+    plain = dpo_loss(_t(PW), _t(PL), _t(RW), _t(RL), beta)
+    # the metrics describe DPO's own margin, whatever the penalty
+    assert out.metrics["reward_margin"].item() == plain.metrics["reward_margin"].item()
+    assert out.metrics["winner_worse"].item() == pytest.approx(
+        sum(pw > rw for pw, rw in zip(PW, RW, strict=True)) / len(PW)
+    )
+
+
+def test_dpop_pushes_winner_error_down_harder_only_where_it_rose():
+    beta, lam = 10.0, 50.0
+    rw = _t(RW)
+    grads = []
+    for lam_ in (0.0, lam):
+        pw = _t(PW).requires_grad_(True)
+        dpo_loss(pw, _t(PL), rw, _t(RL), beta, dpop_lambda=lam_).loss.backward()
+        grads.append(pw.grad)
+    rose = _t(PW) > rw
+    assert rose.any() and (~rose).any(), "the fixture must have both kinds of pair"
+    assert (grads[1][rose] > grads[0][rose]).all()
+    torch.testing.assert_close(grads[1][~rose], grads[0][~rose])
+    with pytest.raises(ValueError, match="dpop_lambda"):
+        dpo_loss(_t(PW), _t(PL), rw, _t(RL), beta, dpop_lambda=-1.0)

@@ -112,7 +112,14 @@ def dpo_forward(
         policy_mse = per_sample_mse(unet_predict(unet, noisy, t, cond), target)
     weights = batch["confidence"] if tcfg.weight_by_confidence else None
     return dpo_loss(
-        policy_mse[:n], policy_mse[n:], ref_mse[:n], ref_mse[n:], tcfg.beta, tcfg.loss_type, weights
+        policy_mse[:n],
+        policy_mse[n:],
+        ref_mse[:n],
+        ref_mse[n:],
+        tcfg.beta,
+        tcfg.loss_type,
+        weights,
+        dpop_lambda=tcfg.dpop_lambda,
     )
 
 

@@ -7,7 +7,12 @@ sigmoid as β/2:
     sigmoid: loss = −log σ(h)        hinge: loss = relu(1 − h)        ipo: loss = (h/β − 1/(2β))²
 
 `h` is the implicit reward margin (reward of the winner minus reward of the loser); implicit accuracy is the
-fraction of pairs with h > 0 (ties count ½). The ipo variant is trl's `(logits − 1/(2β))²` with
+fraction of pairs with h > 0 (ties count ½).
+
+DPO can raise the margin by making the *winner* worse too, as long as the loser gets worse faster ("likelihood
+displacement"); on a small model that shows as a denoiser that degrades on every image. DPO-Positive (Pal et al.
+2024, "Smaug", eq. 3) adds a penalty inside the sigmoid whenever the policy fits the winner worse than the
+reference: h_dpop = h − β/2 · λ · max(0, mse_w,policy − mse_w,reference). λ = 0 is plain Diffusion-DPO. The ipo variant is trl's `(logits − 1/(2β))²` with
 logits = h/β = ½·(ref_diff − policy_diff), so all three variants read the same β.
 
 The diffusers research examples spell β differently; `beta_from_diffusers` maps their `beta_dpo` to ours:
@@ -82,6 +87,7 @@ def dpo_loss(
     beta: float,
     loss_type: LossType = "sigmoid",
     weights: torch.Tensor | None = None,
+    dpop_lambda: float = 0.0,
 ) -> DPOLoss:
     """Diffusion-DPO on per-pair MSEs (each (B,)); `weights` (B,), e.g. vote confidence, scale each pair's loss.
 
@@ -90,15 +96,19 @@ def dpo_loss(
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
+    if dpop_lambda < 0:
+        raise ValueError(f"dpop_lambda must be >= 0, got {dpop_lambda}")
     policy_diff = policy_mse_w - policy_mse_l
     ref_diff = ref_mse_w - ref_mse_l
     margin = -0.5 * beta * (policy_diff - ref_diff)  # h: the implicit reward margin
+    winner_penalty = torch.relu(policy_mse_w - ref_mse_w)
+    objective = margin - 0.5 * beta * dpop_lambda * winner_penalty if dpop_lambda else margin
     if loss_type == "sigmoid":
-        losses = -F.logsigmoid(margin)
+        losses = -F.logsigmoid(objective)
     elif loss_type == "hinge":
-        losses = torch.relu(1.0 - margin)
+        losses = torch.relu(1.0 - objective)
     elif loss_type == "ipo":
-        losses = (margin / beta - 1.0 / (2.0 * beta)) ** 2
+        losses = (objective / beta - 1.0 / (2.0 * beta)) ** 2
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
     if weights is not None:
@@ -116,5 +126,6 @@ def dpo_loss(
             "policy_mse_l": policy_mse_l.detach().mean(),
             "ref_mse_w": ref_mse_w.detach().mean(),
             "ref_mse_l": ref_mse_l.detach().mean(),
+            "winner_worse": (winner_penalty > 0).float().mean(),
         }
     return DPOLoss(loss=loss, metrics=metrics)
