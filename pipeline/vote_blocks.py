@@ -173,23 +173,41 @@ def decide_block(
     gather |= {f"b_{m}": values[SCORE_PREFIX + m][ib] for m in metrics}
     gather |= {f"{side}_{c}": values[c][rows] for c in carry for side, rows in (("a", ia), ("b", ib))}
     decided = (
-        pl.DataFrame(gather)
+        pl.LazyFrame(gather)
         .with_columns(metric_votes(metrics, epsilon))
         .with_columns(vote_counts(metrics))
         .with_columns(_a_wins=decision.a_wins, _reason=decision.reason.fill_null(0))
+        .select(
+            "_ia",
+            "_ib",
+            "_prompt",
+            *(f"vote_{m}" for m in metrics),
+            "votes_a",
+            "votes_b",
+            "_a_wins",
+            "_reason",
+        )
+        .collect()
     )
     a_wins, n = pl.col("_a_wins"), len(metrics)
-    kept = decided.filter(pl.col("_reason") == 0).select(
-        "_ia",
-        "_ib",
-        "_prompt",
-        _w=pl.when(a_wins).then("_ia").otherwise("_ib"),
-        _l=pl.when(a_wins).then("_ib").otherwise("_ia"),
-        **{f"vote_{m}": pl.when(a_wins).then(f"vote_{m}").otherwise(-pl.col(f"vote_{m}")) for m in metrics},
-        votes_w=pl.when(a_wins).then("votes_a").otherwise("votes_b"),
-        votes_l=pl.when(a_wins).then("votes_b").otherwise("votes_a"),
-        n_metrics=pl.lit(n, pl.Int16),
-        confidence=(pl.when(a_wins).then("votes_a").otherwise("votes_b") / n).cast(pl.Float32),
+    sign = a_wins.cast(pl.Int8) * 2 - 1
+    votes_w = pl.when(a_wins).then("votes_a").otherwise("votes_b")
+    kept = (
+        decided.lazy()
+        .filter(pl.col("_reason") == 0)
+        .select(
+            "_ia",
+            "_ib",
+            "_prompt",
+            _w=pl.when(a_wins).then("_ia").otherwise("_ib"),
+            _l=pl.when(a_wins).then("_ib").otherwise("_ia"),
+            **{f"vote_{m}": pl.col(f"vote_{m}") * sign for m in metrics},
+            votes_w=votes_w,
+            votes_l=pl.col("votes_a") + pl.col("votes_b") - votes_w,
+            n_metrics=pl.lit(n, pl.Int16),
+            confidence=(votes_w / n).cast(pl.Float32),
+        )
+        .collect()
     )
     ids = cands.image_id.slice(r0, r1 - r0)
     prompt_rows = pa.array(cands.starts[first:end])
