@@ -32,7 +32,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipeline.demo --config $(CONFIG)
 
-# The embedded default model (configs/tiny.yaml) is built once up front (~2 min on 2 cores, then cached), so no
+# The embedded default model (configs/tiny.yaml) is built once up front (~9 min on 2 cores, then cached), so no
 # test pays for it inside a subprocess or Ray actor with a timeout.
 test: $(STAMP)
 	$(PY) -m pipeline.model_zoo tiny/sd15-pretrained

@@ -30,7 +30,7 @@ TINY_SEED = 0
 TINY_PREFIX = "tiny/"
 PRETRAINED_SUFFIX = "-pretrained"
 # Bump when pipeline/pretrain.py changes what it trains, for the same reason.
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 PRETRAINED_FAMILIES: tuple[Family, ...] = ("sd15", "sd21")
 
 

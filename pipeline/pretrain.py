@@ -47,7 +47,7 @@ _PALETTE_RGB = np.array([PALETTE[n] for n in _PALETTE_NAMES], dtype=np.float32)
 class PretrainSettings:
     """Every knob of the pre-training in one place; changing a default changes the cached model's identity."""
 
-    steps: int = 500
+    steps: int = 1500
     batch_size: int = 32
     learning_rate: float = 1e-3
     num_images: int = 512
