@@ -46,8 +46,8 @@ VARIANTS = [
 ]
 # The development split: the same roles under other names, seeds and evaluation items.
 DEV_VARIANTS = [
-    Variant("dpo_seed0", "majority", ("train.seed=2",)),
-    Variant("dpo_seed1", "majority", ("train.seed=3",)),
+    Variant("dpo_seed2", "majority", ("train.seed=2",)),
+    Variant("dpo_seed3", "majority", ("train.seed=3",)),
     Variant("placebo_shuffled", "majority", ("train.seed=2",), shuffle_labels=True),
 ]
 DEV_OVERRIDES = ["generation.seed_offset=500000", "eval.seed_offset=2000000"]
@@ -73,11 +73,11 @@ def proof_config(out_dir: str | Path, overrides: list[str] | None = None) -> Run
     )
 
 
-def verdict(out: AblationOutputs) -> dict[str, object]:
-    """The pre-registered criterion applied to the evaluation table."""
+def verdict(out: AblationOutputs, variants: list[Variant]) -> dict[str, object]:
+    """The pre-registered criterion applied to the evaluation table: `variants` are (seed, seed, placebo)."""
     rows = {r["run"]: r for r in out.eval.frame.to_dicts() if r["metric"] == "majority"}
-    seeds = [rows["dpo_seed0"], rows["dpo_seed1"]]
-    placebo = rows["placebo_shuffled"]
+    seeds = [rows[variants[0].name], rows[variants[1].name]]
+    placebo = rows[variants[2].name]
     return {
         "majority": {
             k: [round(v["win_rate"], 3), round(v["ci_low"], 3), round(v["ci_high"], 3)]
@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     overrides = (DEV_OVERRIDES if args.dev else []) + args.overrides
     cfg = proof_config(args.out, overrides)
-    variants = DEV_VARIANTS if args.dev else VARIANTS + (ABLATION if args.ablation else [])
-    out = run_ablation(cfg, variants, progress=False)
+    criterion = DEV_VARIANTS if args.dev else VARIANTS
+    out = run_ablation(cfg, criterion + (ABLATION if args.ablation else []), progress=False)
     print(out.eval.markdown.read_text())
-    result = verdict(out)
+    result = verdict(out, criterion)
     result["split"] = "development" if args.dev else "check"
     result["learns"] = bool(result["every_seed_ci_above_half"] and result["placebo_below_every_seed"])
     result["seconds"] = {k: round(v, 1) for k, v in out.seconds.items()}
