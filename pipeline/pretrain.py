@@ -2,9 +2,11 @@
 
 A random-weight UNet is not a usable starting point for DPO: DDIM's x0 estimate amplifies its noise prediction, so
 its samples are latents with std ≈ 15, and DPO on pairs of such samples moves generation away from the winners
-(measured in /work/shared/FINDINGS.md). A few hundred steps of plain denoising training on synthetic shapes give
-the tiny model images with structure, and DPO can then improve on them. This runs once, when `tiny/<family>-pretrained`
-is first used, and is cached like a download (`pipeline/model_zoo.py`).
+(measured in /work/shared/FINDINGS.md). Plain denoising training on synthetic shapes gives the tiny model images
+with structure, and DPO can then improve on them: 1500 steps, because on the proof's development split DPO from the
+500-step model was not distinguishable from its base for one of two seeds, and from the 1500-step model it was for
+both (README, "Proof that it learns"). This runs once, when `tiny/<family>-pretrained` is first used, and is cached
+like a download (`pipeline/model_zoo.py`).
 
 Captions are short colour descriptions read off each image ("a red shape on a blue background"), so the text
 encoder's output carries some information the UNet can use, and a fraction are dropped to "" so classifier-free
