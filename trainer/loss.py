@@ -7,13 +7,13 @@ sigmoid as β/2:
     sigmoid: loss = −log σ(h)        hinge: loss = relu(1 − h)        ipo: loss = (h/β − 1/(2β))²
 
 `h` is the implicit reward margin (reward of the winner minus reward of the loser); implicit accuracy is the
-fraction of pairs with h > 0 (ties count ½).
+fraction of pairs with h > 0 (ties count ½). The ipo variant is trl's `(logits − 1/(2β))²` with
+logits = h/β = ½·(ref_diff − policy_diff), so all three variants read the same β.
 
 DPO can raise the margin by making the *winner* worse too, as long as the loser gets worse faster ("likelihood
 displacement"); on a small model that shows as a denoiser that degrades on every image. DPO-Positive (Pal et al.
 2024, "Smaug", eq. 3) adds a penalty inside the sigmoid whenever the policy fits the winner worse than the
-reference: h_dpop = h − β/2 · λ · max(0, mse_w,policy − mse_w,reference). λ = 0 is plain Diffusion-DPO. The ipo variant is trl's `(logits − 1/(2β))²` with
-logits = h/β = ½·(ref_diff − policy_diff), so all three variants read the same β.
+reference: h_dpop = h − β/2 · λ · max(0, mse_w,policy − mse_w,reference). λ = 0 is plain Diffusion-DPO.
 
 The diffusers research examples spell β differently; `beta_from_diffusers` maps their `beta_dpo` to ours:
 `train_diffusion_dpo.py` multiplies the logits by `beta_dpo` with no ½ (so β = 2·beta_dpo), while
