@@ -12,7 +12,7 @@ logits = h/β = ½·(ref_diff − policy_diff), so all three variants read the s
 
 DPO can raise the margin by making the *winner* worse too, as long as the loser gets worse faster ("likelihood
 displacement"); on a small model that shows as a denoiser that degrades on every image. DPO-Positive (Pal et al.
-2024, "Smaug", eq. 3) adds a penalty inside the sigmoid whenever the policy fits the winner worse than the
+2024, "Smaug") adds a penalty inside the sigmoid whenever the policy fits the winner worse than the
 reference: h_dpop = h − β/2 · λ · max(0, mse_w,policy − mse_w,reference). λ = 0 is plain Diffusion-DPO.
 
 The diffusers research examples spell β differently; `beta_from_diffusers` maps their `beta_dpo` to ours:
