@@ -99,9 +99,16 @@ def finite_filter(metrics: list[str]) -> pl.Expr:
 
 
 def inspect_candidates(
-    lf: pl.LazyFrame, metrics: list[str], where: str, bad_scores: Literal["error", "drop"]
+    lf: pl.LazyFrame,
+    metrics: list[str],
+    where: str,
+    bad_scores: Literal["error", "drop"],
+    in_memory: bool = False,
 ) -> CandidateStats:
-    """One pass: duplicates, nulls and non-finite scores are errors (or a counted drop), never a silent pair."""
+    """One pass: duplicates, nulls and non-finite scores are errors (or a counted drop), never a silent pair.
+
+    A file is streamed; `in_memory` (a collected frame) uses polars' in-memory engine, 0.4 s instead of 0.66 s at
+    10M images."""
     finite = finite_filter(metrics)
     totals, sizes = pl.collect_all(
         [
@@ -122,7 +129,7 @@ def inspect_candidates(
                 pairs=(pl.col("n").cast(pl.Int64) * (pl.col("n") - 1) // 2).sum(),
             ),
         ],
-        engine="streaming",
+        engine="in-memory" if in_memory else "streaming",
     )
     t, s = totals.row(0, named=True), sizes.row(0, named=True)
     if t["rows"] == 0:

@@ -233,15 +233,27 @@ def write_pairs(
 
 
 def write_pairs_in_blocks(
-    candidates: pl.LazyFrame, rule: VoteRule, vote: VoteSection, strategy: str, directory: Path
+    candidates: pl.LazyFrame,
+    rule: VoteRule,
+    vote: VoteSection,
+    strategy: str,
+    stats: CandidateStats,
+    directory: Path,
 ) -> tuple[pl.DataFrame, list[str]]:
-    """`write_pairs` for `pairing: all` without the join (see `pipeline.vote_blocks`): same pairs, same counts."""
+    """`write_pairs` for `pairing: all` without the join (see `pipeline.vote_blocks`): same pairs, same counts.
+
+    `candidates` must be sorted by (prompt_id, image_id) (`prepare_vote(..., sort_in_memory=True)`).
+    """
     metrics = rule.metrics
     carry = image_columns_needed(strategy)
     per_image = [c for c in carry if c != "_zsum"]
     enriched = with_image_columns(candidates, rule, vote.normalize_scope, per_image)
     z_sum = ZSum(rule, vote.normalize_scope) if "_zsum" in carry else None
     cands = SortedCandidates.collect(enriched, [SCORE_PREFIX + m for m in metrics] + per_image, z_sum)
+    if len(cands.starts) - 1 != stats.prompts:
+        raise AssertionError(
+            f"candidates not grouped by prompt: {len(cands.starts) - 1} runs, {stats.prompts} prompts"
+        )
     decision = decide(strategy, rule)
     schema = block_schema(metrics)
     counter = CellCounter(len(metrics))
@@ -275,12 +287,21 @@ class PreparedVote:
     strategy: str  # as written on disk
 
 
-def prepare_vote(candidates: pl.LazyFrame, where: str, vote: VoteSection, strategy: str) -> PreparedVote:
-    """Validate columns, strategy and config against the table; one pass over the ids and scores."""
+def prepare_vote(
+    candidates: pl.LazyFrame, where: str, vote: VoteSection, strategy: str, *, sort_in_memory: bool = False
+) -> PreparedVote:
+    """Validate columns, strategy and config against the table; one pass over the ids and scores.
+
+    `sort_in_memory` (the blocked vote, which needs the table sorted by prompt and image anyway): read the table
+    once, sort it and check it in memory; `candidates` is then that sorted frame. Checking the file first and
+    reading it again to sort cost 1.9 s more at 10M images than checking the frame in memory.
+    """
     candidates, metrics = vote_columns(candidates, where, vote.metrics)
     check_strategy(strategy, metrics)
     rule = make_rule(vote, metrics)
-    stats = inspect_candidates(candidates, metrics, where, vote.bad_scores)
+    if sort_in_memory:  # collect, then sort: at 10M images 1.4 s, where the lazy sort of the scan took 3.0 s
+        candidates = candidates.collect().sort("prompt_id", "image_id").lazy()
+    stats = inspect_candidates(candidates, metrics, where, vote.bad_scores, in_memory=sort_in_memory)
     if stats.images_dropped_nonfinite:
         candidates = candidates.filter(finite_filter(metrics))
     return PreparedVote(candidates, metrics, rule, stats, disk_name(strategy))
@@ -308,12 +329,13 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     vote = cfg.vote
     candidates_dir = Path(candidates_dir or cfg.output_dir / "candidates")
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
-    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy)
+    blocked = vote.pairing == "all"
+    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, sort_in_memory=blocked)
 
     final = cfg.output_dir / "pairs" / p.strategy
     with atomic_directory(final) as stage:
-        if vote.pairing == "all":
-            counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, stage)
+        if blocked:
+            counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, p.stats, stage)
         else:
             decided = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy)
             counts, files = write_pairs(decided, p.strategy, p.metrics, stage)

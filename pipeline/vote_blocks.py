@@ -26,7 +26,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.pairing import z_scores, z_statistics
 from pipeline.schema import PAIR_ID_SEPARATOR, SCORE_PREFIX, pairs_schema
 from pipeline.strategies import Decision, VoteRule, metric_votes, vote_counts
 
@@ -45,44 +44,40 @@ def block_schema(metrics: list[str]) -> pa.Schema:
 
 @dataclass(frozen=True)
 class ZSum:
-    """The z-score sum of `normalized_sum`, with the same polars expressions as `pipeline.pairing.add_z_scores`
-    (so both paths decide identically), the statistics repeated over the sorted rows instead of joined back.
-    The sum runs left to right over the metrics, as `pl.sum_horizontal` does."""
+    """The z-score sum of `normalized_sum` over rows sorted by prompt: the statistics of `pipeline.pairing.z_scores`
+    (mean and population std per prompt or over the table; a constant metric gives 0) as per-prompt reductions
+    over contiguous rows, with no group-by and no join back.
+
+    Equal to the join path's z-scores up to float rounding (another summation order); sums that close are ties
+    for both (`pipeline.strategies.Z_SUM_TIE`), and the tests compare the two paths pair for pair.
+    """
 
     rule: VoteRule
     scope: str
 
     def compute(self, df: pl.DataFrame, starts: np.ndarray) -> np.ndarray:
-        """One metric at a time (the repeated statistics of all five at once cost 0.8 GB at 10M images)."""
-        sizes = np.diff(starts)
-        # Rows are sorted by prompt: group by the prompt's ordinal, not its id string.
         if self.scope == "prompt":
-            keys = pl.Series("_prompt", np.repeat(np.arange(len(sizes)), sizes))
-            row_of_group = keys.to_numpy()
+            first, sizes = starts[:-1], np.diff(starts)
         else:
-            keys, row_of_group = None, np.zeros(df.height, np.int64)
-        total = None
+            first, sizes = np.zeros(1, np.int64), np.array([df.height])
+        total = np.zeros(df.height)
         for m in self.rule.metrics:
-            scores = df.select(SCORE_PREFIX + m)
-            stats = (
-                scores.with_columns(keys).group_by("_prompt", maintain_order=True).agg(z_statistics([m]))
-                if keys is not None
-                else scores.select(z_statistics([m]))
-            )
-            per_row = stats.select(f"_mean_{m}", f"_std_{m}")[row_of_group]
-            z = pl.concat([scores, per_row], how="horizontal").select(z_scores([m]))[:, 0].to_numpy()
-            total = z if total is None else total + z
-        assert total is not None
+            deviation = df[SCORE_PREFIX + m].to_numpy().astype(np.float64)
+            deviation -= np.repeat(np.add.reduceat(deviation, first) / sizes, sizes)
+            std = np.sqrt(np.add.reduceat(np.square(deviation), first) / sizes)
+            std[std == 0] = np.inf  # a constant metric: every deviation is 0, and 0 / inf gives its z of 0
+            deviation /= np.repeat(std, sizes)
+            total += deviation
         return total
 
 
 @dataclass
 class SortedCandidates:
-    """Candidates sorted by (prompt_id, image_id), as numpy/arrow columns, with each prompt's first row."""
+    """Candidates sorted by (prompt_id, image_id): image ids and values per row, prompt columns per prompt."""
 
-    image_id: pa.Array  # large_string
-    prompt_id: pa.Array
-    prompt: pa.Array
+    image_id: pa.Array  # large_string, one per row
+    prompt_id: pa.Array  # large_string, one per prompt
+    prompt: pa.Array  # large_string, one per prompt
     values: dict[str, np.ndarray]  # score_<m> and carried per-image columns, by name
     starts: np.ndarray  # first row of each prompt, plus the row count at the end
 
@@ -90,23 +85,21 @@ class SortedCandidates:
     def collect(
         cls, lf: pl.LazyFrame, value_columns: list[str], z_sum: ZSum | None = None
     ) -> SortedCandidates:
-        """Collect and sort; `z_sum` adds `_zsum` from the sorted frame (no join back of per-prompt statistics)."""
-        df = (
-            lf.select("prompt_id", "prompt", "image_id", *value_columns)
-            .sort("prompt_id", "image_id")
-            .collect()
-        )
+        """Collect a frame already sorted by (prompt_id, image_id); `z_sum` adds `_zsum`."""
+        df = lf.select("prompt_id", "prompt", "image_id", *value_columns).collect()
         new_prompt = df["prompt_id"].ne_missing(df["prompt_id"].shift(1))
         starts = np.append(new_prompt.arg_true().to_numpy(), df.height).astype(np.int64)
-        arrow = df.select("prompt_id", "prompt", "image_id").to_arrow(compat_level=pl.CompatLevel.oldest())
+        oldest = pl.CompatLevel.oldest()  # large_string: offsets and bytes, what `join_ids` reads
+        per_prompt = df.select("prompt_id", "prompt")[starts[:-1]].to_arrow(compat_level=oldest)
+        image_id = df["image_id"].to_arrow(compat_level=oldest)
         df = df.select(value_columns)  # frees polars' copy of the strings before the numeric work
         values = {c: df[c].to_numpy() for c in value_columns}
         if z_sum is not None:
             values["_zsum"] = z_sum.compute(df, starts)
         return cls(
-            image_id=arrow.column("image_id").combine_chunks(),
-            prompt_id=arrow.column("prompt_id").combine_chunks(),
-            prompt=arrow.column("prompt").combine_chunks(),
+            image_id=image_id,
+            prompt_id=per_prompt.column("prompt_id").combine_chunks(),
+            prompt=per_prompt.column("prompt").combine_chunks(),
             values=values,
             starts=starts,
         )
@@ -210,11 +203,10 @@ def decide_block(
         .collect()
     )
     ids = cands.image_id.slice(r0, r1 - r0)
-    prompt_rows = pa.array(cands.starts[first:end])
     columns = {
         "pair_id": join_ids(ids, kept["_ia"].to_numpy(), kept["_ib"].to_numpy(), PAIR_ID_SEPARATOR),
-        "prompt_id": _indices(kept["_prompt"], cands.prompt_id.take(prompt_rows)),
-        "prompt": _indices(kept["_prompt"], cands.prompt.take(prompt_rows)),
+        "prompt_id": _indices(kept["_prompt"], cands.prompt_id.slice(first, end - first)),
+        "prompt": _indices(kept["_prompt"], cands.prompt.slice(first, end - first)),
         "image_id_w": _indices(kept["_w"], ids),
         "image_id_l": _indices(kept["_l"], ids),
         "strategy": _indices(
