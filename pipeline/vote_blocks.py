@@ -18,6 +18,7 @@ that both paths write the same pairs and counts for every strategy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -118,22 +119,35 @@ class SortedCandidates:
             first = end
 
 
-def pair_rows(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (i, j), i < j, inside each prompt: rows relative to the block, and each pair's prompt (block-relative).
+def pair_rows(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (i, j), i < j, inside each prompt of a block of prompts with these sizes: rows relative to the block
+    (int32), and each pair's prompt (block-relative).
 
     Prompts of equal size share one `triu_indices` pattern, so the work is a few broadcasts, not a loop per prompt.
+    Stage 1 makes the same number of candidates for every prompt, so most blocks have the same sizes: the last
+    pattern is reused (read-only).
     """
+    return _pair_rows(sizes.astype(np.int64).tobytes())
+
+
+@functools.lru_cache(maxsize=1)
+def _pair_rows(key: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sizes = np.frombuffer(key, np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
     a, b, p = [], [], []
     for k in np.unique(sizes[sizes > 1]):
         which = np.flatnonzero(sizes == k)
-        i, j = np.triu_indices(int(k), 1)
+        i, j = (x.astype(np.int32) for x in np.triu_indices(int(k), 1))
         a.append((starts[which, None] + i).ravel())
         b.append((starts[which, None] + j).ravel())
         p.append(np.repeat(which, len(i)))
     if not a:
-        empty = np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int32)
         return empty, empty, empty
-    return np.concatenate(a), np.concatenate(b), np.concatenate(p)
+    rows = np.concatenate(a), np.concatenate(b), np.concatenate(p).astype(np.int32)
+    for r in rows:
+        r.flags.writeable = False
+    return rows
 
 
 @dataclass
@@ -159,9 +173,9 @@ def decide_block(
 ) -> DecidedBlock:
     """Pairs of prompts `first:end`: votes and decision by the strategies' polars expressions, then the table."""
     r0, r1 = int(cands.starts[first]), int(cands.starts[end])
-    ia, ib, prompt_of = pair_rows(cands.starts[first:end] - r0, np.diff(cands.starts[first : end + 1]))
+    ia, ib, prompt_of = pair_rows(np.diff(cands.starts[first : end + 1]))
     values = {c: v[r0:r1] for c, v in cands.values.items()}
-    gather = {"_ia": ia.astype(np.int32), "_ib": ib.astype(np.int32), "_prompt": prompt_of.astype(np.int32)}
+    gather = {"_ia": ia, "_ib": ib, "_prompt": prompt_of}
     gather |= {f"a_{m}": values[SCORE_PREFIX + m][ia] for m in metrics}
     gather |= {f"b_{m}": values[SCORE_PREFIX + m][ib] for m in metrics}
     gather |= {f"{side}_{c}": values[c][rows] for c in carry for side, rows in (("a", ia), ("b", ib))}
