@@ -10,8 +10,9 @@ needs more memory than the machine has). Every method runs in a fresh child proc
 The vote rows run `pipeline.vote.run_vote`: the input checks, every column of the pairs schema written to parquet,
 the exact counts and the manifest; `+diagnostics` adds the plots and summary.
 
-The candidates are synthetic (`pipeline.synthetic_candidates.bench_candidates`): 16-character ids like stage 1's,
-float32 scores, and no image column (the vote never reads it; parquet projection skips it in a real table).
+The candidates are synthetic (`pipeline.synthetic_candidates.bench_candidates`): 16-hex-character ids that look
+random like stage 1's digests, rows grouped by prompt in generation order (so not sorted by any id), float32
+scores, and no image column (the vote never reads it; parquet projection skips it in a real table).
 """
 
 from __future__ import annotations
@@ -33,13 +34,10 @@ STRATEGIES = ["majority", "single_pick", "random_metric", "sum", "normalized_sum
 
 
 def make_candidates(path: Path, n_prompts: int, n_candidates: int) -> None:
-    import polars as pl
 
     from pipeline.synthetic_candidates import bench_candidates
 
-    frame = bench_candidates(n_prompts, n_candidates, METRICS, seed=0).with_columns(
-        pl.col("image_id").str.zfill(16), pl.col("prompt_id").str.zfill(16)
-    )
+    frame = bench_candidates(n_prompts, n_candidates, METRICS, seed=0)
     path.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path / "part-00000.parquet")
 

@@ -85,21 +85,34 @@ def random_candidates(
 
 
 def bench_candidates(n_prompts: int, n_candidates: int, metrics: list[str], seed: int = 0) -> pl.DataFrame:
-    """A large candidates-shaped frame built vectorised (no per-row hashing), for the benchmark only.
+    """A large candidates-shaped frame built vectorised (no per-row sha1), for the benchmark only.
 
-    Ids are decimal strings rather than hashes and there is no image column content beyond one shared PNG: the
-    vote never reads image bytes, so this measures the same work at a fraction of the set-up time.
+    Like stage 1's output where it matters to the vote's cost: ids are 16 hex characters that look random
+    (`make_image_id` digests), rows come grouped by prompt in generation order, so neither prompt ids nor image
+    ids are sorted; one short prompt text per prompt; no image bytes (the vote never reads them).
     """
     rng = np.random.default_rng(seed)
     n = n_prompts * n_candidates
-    prompt_idx = np.repeat(np.arange(n_prompts, dtype=np.int64), n_candidates)
+    prompt_idx = np.repeat(np.arange(n_prompts, dtype=np.uint64), n_candidates)
     frame = pl.DataFrame(
         {
-            "image_id": pl.int_range(0, n, eager=True).cast(pl.String),
-            "prompt_id": pl.Series(prompt_idx).cast(pl.String),
+            "image_id": hex_ids(np.arange(n, dtype=np.uint64), salt=1),
+            "prompt_id": hex_ids(prompt_idx, salt=2),
             "seed": np.tile(np.arange(n_candidates, dtype=np.int64), n_prompts),
+            "prompt": pl.Series(prompt_idx).cast(pl.String),
         }
-    ).with_columns(prompt=pl.lit("a prompt ") + pl.col("prompt_id"))
+    ).with_columns(prompt=pl.lit("a prompt ") + pl.col("prompt"))
     return frame.with_columns(
         [pl.Series(SCORE_PREFIX + m, rng.normal(size=n).astype(np.float32)) for m in metrics]
     )
+
+
+def hex_ids(values: np.ndarray, salt: int) -> pl.Series:
+    """16 lowercase hex characters per value: a bijective 64-bit mix (splitmix64's finaliser) of value + salt."""
+    x = values.astype(np.uint64) + np.uint64(salt * 0x9E3779B97F4A7C15 % 2**64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    nibbles = (x[:, None] >> (np.uint64(4) * np.arange(15, -1, -1, dtype=np.uint64))) & np.uint64(15)
+    chars = np.frombuffer(b"0123456789abcdef", np.uint8)[nibbles]
+    return pl.Series(chars.view("S16").ravel()).cast(pl.String)

@@ -2,8 +2,8 @@
 
 Why a second path beside the lazy join of `pipeline.pairing.form_pairs`: at 45M pairs the join path spends most
 of its time moving and encoding strings (two image ids and two prompt columns gathered into every pair, then
-hashed again by the parquet dictionary encoder). Sorted by (prompt_id, image_id), a block of whole prompts is a
-contiguous slice of the candidates, so
+hashed again by the parquet dictionary encoder). With each prompt's rows together and sorted by image id
+(`pipeline.vote.sort_by_prompt`), a block of whole prompts is a contiguous slice of the candidates, so
 
 - a pair is two row numbers `i < j` inside one prompt (and `i < j` means id a < id b, as in the join path);
 - scores are gathered by row number, and the strategy decides with the same polars expressions
@@ -74,7 +74,7 @@ class ZSum:
 
 @dataclass
 class SortedCandidates:
-    """Candidates sorted by (prompt_id, image_id): image ids and values per row, prompt columns per prompt."""
+    """Candidates grouped by prompt, by image id inside each: ids and values per row, prompt columns per prompt."""
 
     image_id: pa.Array  # large_string, one per row
     prompt_id: pa.Array  # large_string, one per prompt
@@ -86,7 +86,7 @@ class SortedCandidates:
     def collect(
         cls, lf: pl.LazyFrame, value_columns: list[str], z_sum: ZSum | None = None
     ) -> SortedCandidates:
-        """Collect a frame already sorted by (prompt_id, image_id); `z_sum` adds `_zsum`."""
+        """Collect a frame already in that order (`pipeline.vote.sort_by_prompt`); `z_sum` adds `_zsum`."""
         df = lf.select("prompt_id", "prompt", "image_id", *value_columns).collect()
         new_prompt = df["prompt_id"].ne_missing(df["prompt_id"].shift(1))
         starts = np.append(new_prompt.arg_true().to_numpy(), df.height).astype(np.int64)
