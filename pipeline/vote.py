@@ -61,7 +61,7 @@ from pipeline.strategies import (
     image_columns_needed,
     reason_name,
 )
-from pipeline.vote_blocks import DICTIONARY_COLUMNS, SortedCandidates, ZSum, block_schema, decide_block
+from pipeline.vote_blocks import DICTIONARY_COLUMNS, GroupedCandidates, ZSum, block_schema, decide_block
 
 ALL_STRATEGIES = ("majority", "weighted_majority", "sum", "normalized_sum", "random_metric")
 PART_NAME = "part-{:05d}.parquet"
@@ -260,18 +260,15 @@ def write_pairs_in_blocks(
 ) -> tuple[pl.DataFrame, list[str]]:
     """`write_pairs` for `pairing: all` without the join (see `pipeline.vote_blocks`): same pairs, same counts.
 
-    `candidates` must be grouped by prompt and sorted by image id inside each (`sort_by_prompt`).
+    `candidates` is best a collected frame (`prepare_vote(..., in_memory=True)`): it is read whole anyway.
     """
     metrics = rule.metrics
     carry = image_columns_needed(strategy)
     per_image = [c for c in carry if c != "_zsum"]
     enriched = with_image_columns(candidates, rule, vote.normalize_scope, per_image)
     z_sum = ZSum(rule, vote.normalize_scope) if "_zsum" in carry else None
-    cands = SortedCandidates.collect(enriched, [SCORE_PREFIX + m for m in metrics] + per_image, z_sum)
-    if len(cands.starts) - 1 != stats.prompts:
-        raise AssertionError(
-            f"candidates not grouped by prompt: {len(cands.starts) - 1} runs, {stats.prompts} prompts"
-        )
+    values = [SCORE_PREFIX + m for m in metrics] + per_image
+    cands = GroupedCandidates.collect(enriched, values, stats.prompts, z_sum)
     decision = decide(strategy, rule)
     schema = block_schema(metrics)
     counter = CellCounter(len(metrics))
@@ -311,32 +308,23 @@ class PreparedVote:
 
 
 def prepare_vote(
-    candidates: pl.LazyFrame, where: str, vote: VoteSection, strategy: str, *, sort_in_memory: bool = False
+    candidates: pl.LazyFrame, where: str, vote: VoteSection, strategy: str, *, in_memory: bool = False
 ) -> PreparedVote:
     """Validate columns, strategy and config against the table; one pass over the ids and scores.
 
-    `sort_in_memory` (the blocked vote, which needs the table sorted by prompt and image anyway): read the table
-    once, sort it and check it in memory; `candidates` is then that sorted frame. Checking the file first and
-    reading it again to sort cost 1.9 s more at 10M images than checking the frame in memory.
+    `in_memory` (the blocked vote, which holds the table anyway): read the table once and check it in memory;
+    `candidates` is then that collected frame. Checking the file and reading it again cost 1.9 s more at 10M
+    images than checking the frame in memory.
     """
     candidates, metrics = vote_columns(candidates, where, vote.metrics)
     check_strategy(strategy, metrics)
     rule = make_rule(vote, metrics)
-    if sort_in_memory:
-        candidates = sort_by_prompt(candidates.collect()).lazy()
-    stats = inspect_candidates(candidates, metrics, where, vote.bad_scores, in_memory=sort_in_memory)
+    if in_memory:
+        candidates = candidates.collect().lazy()
+    stats = inspect_candidates(candidates, metrics, where, vote.bad_scores, in_memory=in_memory)
     if stats.images_dropped_nonfinite:
         candidates = candidates.filter(finite_filter(metrics))
     return PreparedVote(candidates, metrics, rule, stats, disk_name(strategy))
-
-
-def sort_by_prompt(candidates: pl.DataFrame) -> pl.DataFrame:
-    """Each prompt's rows together, ascending by image id (what the blocked vote needs; the order of the prompts
-    themselves is free). Leading with the prompt id's 64-bit hash sorts faster than by the string alone (10M
-    stage-1-like rows: 1.8 s vs 2.2-2.6 s); the string after it keeps two prompts of one hash apart. Sorting the
-    collected frame, not the lazy scan: the lazy sort took 3.0 s where collect-then-sort took 1.4 s."""
-    key = pl.col("prompt_id").hash().alias("_prompt_hash")
-    return candidates.sort(key, "prompt_id", "image_id")
 
 
 def vote_frame(
@@ -362,7 +350,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     candidates_dir = Path(candidates_dir or cfg.output_dir / "candidates")
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
     blocked = vote.pairing == "all"
-    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, sort_in_memory=blocked)
+    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, in_memory=blocked)
 
     final = cfg.output_dir / "pairs" / p.strategy
     with atomic_directory(final) as stage:

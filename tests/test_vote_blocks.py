@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -20,6 +21,7 @@ from pipeline.io import read_manifest, write_parquet_atomic
 from pipeline.schema import pairs_schema
 from pipeline.synthetic_candidates import candidates_from_scores
 from pipeline.vote import ALL_STRATEGIES, run_vote, vote_frame
+from pipeline.vote_blocks import fixed_width_less, join_ids
 
 METRICS = ["hps", "pick", "aes", "ir"]  # an even count: split votes and dropped pairs happen
 STRATEGIES = [*ALL_STRATEGIES, "single:pick"]
@@ -102,3 +104,31 @@ def test_a_table_where_every_pair_is_dropped_still_writes_an_empty_readable_tabl
     assert reference.height == 0 and counts["pairs_dropped"] == {"no_majority_all_tied": 6}
     written = pl.read_parquet(out / "*.parquet")
     assert written.height == 0 and written.schema == reference.schema
+
+
+def test_rows_in_any_order_write_the_same_pairs(tmp_path):
+    """Stage 1 writes prompt-major, but a resume or another writer may not: shuffled rows are grouped first."""
+    table = pl.concat([uneven_table(seed) for seed in range(3)])
+    shuffled = table.sample(fraction=1.0, shuffle=True, seed=7)
+    assert not shuffled["prompt_id"].equals(table["prompt_id"])
+    out, reference, counts = written_and_reference(tmp_path, shuffled, "majority")
+    assert pl.read_parquet(out / "*.parquet").sort("pair_id").equals(reference.sort("pair_id"))
+    assert read_manifest(out)["counts"] == counts
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ids=st.lists(
+        st.text(alphabet="ab~", min_size=19, max_size=19).map(lambda s: "prefix_x" + s),
+        min_size=2,
+        max_size=12,
+    )
+)
+def test_fixed_width_ids_are_compared_as_strings(ids):
+    """Ids sharing their first 8 or 16 bytes are decided by a later 8-byte word; pair ids put the smaller first."""
+    rows = np.frombuffer("".join(ids).encode(), np.uint8).reshape(len(ids), -1)
+    a, b = np.triu_indices(len(ids), 1)
+    expected = [ids[i] < ids[j] for i, j in zip(a, b, strict=True)]
+    assert fixed_width_less(rows, a, b).tolist() == expected
+    pair_ids = join_ids(pa.array(ids, pa.large_string()), a, b, "|").to_pylist()
+    assert pair_ids == [f"{min(ids[i], ids[j])}|{max(ids[i], ids[j])}" for i, j in zip(a, b, strict=True)]
