@@ -6,7 +6,8 @@
 Baselines: `floor` is a bare polars self-join that only computes the summed sign votes over the ids (collected in
 memory); `floor+write` is the same query written to parquet (a reference for what writing costs); `pandas` is a
 pandas merge doing the same (run only up to --pandas-max-prompts, since at 45M pairs it
-needs more memory than the machine has). Every method runs in a fresh child process, so each peak RSS is its own.
+needs more memory than the machine has). Every method runs in a fresh child process, so each peak RSS is its own
+(the table is built in another child: a child's peak RSS counts its parent's at the fork).
 The vote rows run `pipeline.vote.run_vote`: the input checks, every column of the pairs schema written to parquet,
 the exact counts and the manifest; `+diagnostics` adds the plots and summary.
 
@@ -83,6 +84,9 @@ def vote(candidates: Path, out_dir: Path, strategy: str, diagnostics: bool) -> i
 def child(args: argparse.Namespace) -> None:
     """Run one method and print its result as JSON (the parent measures wall time and peak RSS)."""
     candidates = Path(args.candidates)
+    if args.child == "make":
+        make_candidates(candidates, args.prompts[0], args.candidates_per_prompt)
+        return
     start = time.perf_counter()
     if args.child == "floor":
         rows = floor(candidates)
@@ -136,7 +140,19 @@ def main() -> None:
         for n_prompts in args.prompts:
             candidates = Path(tmp) / f"candidates_{n_prompts}"
             t = time.perf_counter()
-            make_candidates(candidates, n_prompts, args.candidates_per_prompt)
+            # In a child: a child's peak RSS includes its parent's at the fork, so the parent stays small.
+            size = ["--prompts", str(n_prompts), "--candidates-per-prompt", str(args.candidates_per_prompt)]
+            make = [
+                sys.executable,
+                __file__,
+                "--child",
+                "make",
+                "--candidates",
+                str(candidates),
+                "--out",
+                "-",
+            ]
+            subprocess.run([*make, *size], check=True)
             n_pairs = n_prompts * args.candidates_per_prompt * (args.candidates_per_prompt - 1) // 2
             print(
                 f"\n## {n_prompts:,} prompts × {args.candidates_per_prompt} candidates × {len(METRICS)} metrics "
