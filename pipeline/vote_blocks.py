@@ -20,6 +20,7 @@ that both paths write the same pairs and counts for every strategy.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from pipeline.schema import PAIR_ID_SEPARATOR, SCORE_PREFIX, pairs_schema
 from pipeline.strategies import Decision, VoteRule, metric_votes, vote_counts
 
 DICTIONARY_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "strategy")
+Z_CHUNK_ROWS = 1 << 16  # rows per chunk of the per-prompt z-scores (whole prompts)
 
 
 def block_schema(metrics: list[str]) -> pa.Schema:
@@ -58,19 +60,31 @@ class ZSum:
     scope: str
 
     def compute(self, df: pl.DataFrame, starts: np.ndarray) -> np.ndarray:
-        if self.scope == "prompt":
-            first, sizes = starts[:-1], np.diff(starts)
-        else:
-            first, sizes = np.zeros(1, np.int64), np.array([df.height])
-        total = np.zeros(df.height)
-        for m in self.rule.metrics:
-            deviation = df[SCORE_PREFIX + m].to_numpy().astype(np.float64)
-            deviation -= np.repeat(np.add.reduceat(deviation, first) / sizes, sizes)
-            std = np.sqrt(np.add.reduceat(np.square(deviation), first) / sizes)
-            std[std == 0] = np.inf  # a constant metric: every deviation is 0, and 0 / inf gives its z of 0
-            deviation /= np.repeat(std, sizes)
-            total += deviation
+        scores = [df[SCORE_PREFIX + m].to_numpy() for m in self.rule.metrics]
+        if self.scope == "table":
+            return z_sum(scores, np.zeros(1, np.int64), np.array([df.height]))
+        # Chunks of whole prompts, so the temporaries stay in cache: 0.4 s instead of 1.0-1.2 s at 10M rows.
+        total = np.empty(df.height)
+        bounds = np.searchsorted(starts, np.arange(Z_CHUNK_ROWS, df.height, Z_CHUNK_ROWS))
+        bounds = np.unique(np.concatenate([[0], bounds, [len(starts) - 1]]))
+        for p, q in itertools.pairwise(bounds.tolist()):
+            r0, r1 = starts[p], starts[q]
+            chunk = [s[r0:r1] for s in scores]
+            total[r0:r1] = z_sum(chunk, starts[p:q] - r0, np.diff(starts[p : q + 1]))
         return total
+
+
+def z_sum(scores: list[np.ndarray], first: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Σ over metrics of (score − mean) / std (population std), per group of rows `first[g]:first[g] + sizes[g]`."""
+    total = np.zeros(int(sizes.sum()))
+    for score in scores:
+        deviation = score.astype(np.float64)
+        deviation -= np.repeat(np.add.reduceat(deviation, first) / sizes, sizes)
+        std = np.sqrt(np.add.reduceat(np.square(deviation), first) / sizes)
+        std[std == 0] = np.inf  # a constant metric: every deviation is 0, and 0 / inf gives its z of 0
+        deviation /= np.repeat(std, sizes)
+        total += deviation
+    return total
 
 
 @dataclass

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pipeline.vote as vote_module
+import pipeline.vote_blocks as vote_blocks
 from pipeline.config import RunConfig
 from pipeline.io import read_manifest, write_parquet_atomic
 from pipeline.schema import pairs_schema
@@ -57,6 +58,7 @@ def test_blocked_vote_writes_what_the_join_computes(tmp_path, monkeypatch, strat
     monkeypatch.setattr(
         vote_module, "ROW_GROUP_ROWS", 7
     )  # many blocks, some a single prompt larger than that
+    monkeypatch.setattr(vote_blocks, "Z_CHUNK_ROWS", 5)  # z-scores in many chunks of whole prompts
     table = pl.concat([uneven_table(seed) for seed in range(3)])
     out, reference, counts = written_and_reference(tmp_path, table, strategy)
     written = pl.read_parquet(out / "*.parquet")
