@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -72,7 +73,9 @@ def describe(image: np.ndarray) -> str:
     centre = rgb[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(3, -1)
     # The centre's most common named colour is the shape more often than its mean would be.
     names = [colour_name(px) for px in centre[:, :: max(1, centre.shape[1] // 64)].T]
-    subject = max(set(names), key=names.count)
+    # Ties go to the name sampled first: iterating a set of strings follows the per-process hash seed, which made
+    # captions, and so the whole pre-trained model, differ from one build to the next.
+    subject = Counter(names).most_common(1)[0][0]
     return f"a {subject} shape on a {colour_name(corners.mean(axis=0))} background"
 
 
