@@ -35,7 +35,6 @@ STRATEGIES = ["majority", "single_pick", "random_metric", "sum", "normalized_sum
 
 
 def make_candidates(path: Path, n_prompts: int, n_candidates: int) -> None:
-
     from pipeline.synthetic_candidates import bench_candidates
 
     frame = bench_candidates(n_prompts, n_candidates, METRICS, seed=0)

@@ -30,7 +30,7 @@ TINY_SEED = 0
 TINY_PREFIX = "tiny/"
 PRETRAINED_SUFFIX = "-pretrained"
 # Bump when pipeline/pretrain.py changes what it trains, for the same reason (3: captions no longer depend on the
-# process's hash seed, so every build is the same model).
+# process's hash seed; builds still differ with torch's thread count, see README).
 PRETRAIN_VERSION = 3
 PRETRAINED_FAMILIES: tuple[Family, ...] = ("sd15", "sd21")
 
