@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from numerics import assert_close_at_scale, assert_images_close
 from PIL import Image
 from test_stage1_helpers import make_scorer, pickle_by_value, read_rows, tiny_config
 
@@ -320,8 +321,12 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
     expected = read_rows(tmp_path / "baseline" / "candidates")
     got = read_rows(candidates)
     assert got.column("image_id").equals(expected.column("image_id"))
-    assert got.column("image").equals(expected.column("image"))
-    assert got.column("latent").equals(expected.column("latent"))
+    # The resumed run batches the remaining items differently: equal up to float rounding (tests/numerics.py).
+    assert_images_close(got.column("image").to_pylist(), expected.column("image").to_pylist())
+    assert_close_at_scale(
+        np.stack(got.column("latent").to_numpy(zero_copy_only=False)),
+        np.stack(expected.column("latent").to_numpy(zero_copy_only=False)),
+    )
 
 
 def test_ray_job_submit_against_a_head_node(cluster, tmp_path):

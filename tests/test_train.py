@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numerics import assert_close_at_scale
 from safetensors.torch import load_file
 
 from pipeline.config import GenerationSection, ModelSection, RunConfig
@@ -137,7 +138,7 @@ def test_lora_v_prediction_with_hard_refresh_exports_loadable_lora(tmp_path):
     via_api = generate(
         load_tuned_pipeline(cfg.model, out.final_dir, device="cpu"), ["a green square"], [1], GEN
     )
-    torch.testing.assert_close(torch.from_numpy(via_api.latents), torch.from_numpy(tuned.latents))
+    assert_close_at_scale(via_api.latents, tuned.latents)  # two pipelines, same weights
 
 
 def test_sdxl_lora_ema_reference(tmp_path):

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from numerics import assert_close_at_scale
 from PIL import Image
 
 from pipeline.config import ModelSection
@@ -65,7 +66,7 @@ def test_join_uses_stored_latents_and_encodes_each_prompt_once(tmp_path):
     # The embedding is the pipeline's own encode_prompt output for that pair's prompt.
     pipe = factory()
     direct, _ = pipe.encode_prompt([first["prompt"]], pipe.device, 1, False)
-    torch.testing.assert_close(batch["embeds"][0], direct[0])
+    assert_close_at_scale(batch["embeds"][0].numpy(), direct[0].numpy())  # batched vs single encode
     # A second preparation reuses the cache: no pipeline is loaded again.
     calls = factory.calls
     again = _prepare(run, factory)
@@ -103,7 +104,8 @@ def test_images_without_latents_are_vae_encoded_once(tmp_path):
     pixels = pipe.image_processor.preprocess(Image.open(io.BytesIO(cands[image_id]["image"])).convert("RGB"))
     with torch.no_grad():
         direct = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-    np.testing.assert_allclose(data.latents[0], direct[0].numpy(), rtol=1e-5, atol=1e-5)
+    # A batched and a single encode round differently (tests/numerics.py): equal relative to the latents' scale.
+    assert_close_at_scale(data.latents[0], direct[0].numpy())
     calls = factory.calls
     _prepare(run, factory)
     assert factory.calls == calls, "the VAE must not run again for a cached set"
