@@ -66,7 +66,7 @@ def test_join_uses_stored_latents_and_encodes_each_prompt_once(tmp_path):
     # The embedding is the pipeline's own encode_prompt output for that pair's prompt.
     pipe = factory()
     direct, _ = pipe.encode_prompt([first["prompt"]], pipe.device, 1, False)
-    assert_close_at_scale(batch["embeds"][0].numpy(), direct[0].numpy())  # batched vs single encode
+    assert_close_at_scale(batch["embeds"][0].numpy(), direct[0].detach().numpy())  # batched vs single encode
     # A second preparation reuses the cache: no pipeline is loaded again.
     calls = factory.calls
     again = _prepare(run, factory)
