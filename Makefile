@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-slow lint format bench install clean
+.PHONY: demo test test-fast test-slow lint format bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ demo: $(STAMP)
 # The embedded default model (configs/tiny.yaml) is built once up front (~9 min on 2 cores, then cached), so no
 # test pays for it inside a subprocess or Ray actor with a timeout.
 test: $(STAMP)
-	$(PY) -m pipeline.model_zoo tiny/sd15-pretrained
+	$(PY) -m pipeline.models.zoo tiny/sd15-pretrained
 	$(PY) -m pytest -m "not slow" -q tests
+
+# The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not ray and not train" -q tests
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q tests
@@ -44,6 +48,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -36,7 +36,7 @@ def _images(n: int, size: int):
     import numpy as np
     from PIL import Image
 
-    from pipeline.synthetic import synthetic_images
+    from pipeline.models.synthetic import synthetic_images
 
     arr = ((synthetic_images(n, size, seed=0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     return [Image.fromarray(a.transpose(1, 2, 0)) for a in arr]

@@ -26,11 +26,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pipeline.config import RunConfig, load_config  # noqa: E402
+from pipeline.data.prompts import load_prompts  # noqa: E402
 from pipeline.io import read_manifest, write_text_atomic  # noqa: E402
-from pipeline.prompts import load_prompts  # noqa: E402
-from pipeline.stage1 import ensure_ray, run_stage1  # noqa: E402
-from pipeline.stage1_batches import GenerateBatch, ScoreBatch, plan_items  # noqa: E402
-from pipeline.stage1_store import CandidateStore, steady_images_per_second  # noqa: E402
+from pipeline.paths import RunPaths  # noqa: E402
+from pipeline.stage1 import run_stage1  # noqa: E402
+from pipeline.stage1.batches import GenerateBatch, ScoreBatch  # noqa: E402
+from pipeline.stage1.plan import plan_items  # noqa: E402
+from pipeline.stage1.ray_plan import ensure_ray  # noqa: E402
+from pipeline.stage1.store import CandidateStore, steady_images_per_second  # noqa: E402
 
 
 def full_size_loader(family: str = "sd15", dtype: str = "float16"):
@@ -38,8 +41,8 @@ def full_size_loader(family: str = "sd15", dtype: str = "float16"):
     import torch
     from transformers import CLIPTokenizer
 
-    from pipeline.architectures import ARCHITECTURES, build_random_pipeline
-    from pipeline.clip_tokenizer import write_clip_tokenizer
+    from pipeline.models.architectures import ARCHITECTURES, build_random_pipeline
+    from pipeline.models.clip_tokenizer import write_clip_tokenizer
 
     arch = ARCHITECTURES[(family, "full")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +81,7 @@ def sequential(cfg: RunConfig, model_ref, tag: str, out_dir: Path) -> dict:
     prompts = load_prompts(cfg.prompts)
     triples = list(prompts.table.select("prompt_id", "prompt", "source").iter_rows())
     items = plan_items(triples, model_tag=tag, seeds=range(cfg.generation.num_candidates))
-    store = CandidateStore(out_dir, [s.name for s in cfg.scoring.scorers])
+    store = CandidateStore(RunPaths(out_dir), [s.name for s in cfg.scoring.scorers])
     step = cfg.generation.batch_size
     n = len(items["image_id"])
     for i in range(0, n, step):

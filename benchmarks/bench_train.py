@@ -5,10 +5,10 @@ that variant's): LoRA vs full fine-tune, stored latents vs PNG→VAE, static vs 
 Then a profile summary:
 - module calls counted over two runs of S and 2S steps: the difference per step is what a step runs
   (expected: 2 UNet calls — reference and policy — and no VAE or text-encoder call); the rest is one-time work;
-- the share of step time in each labelled phase (`dpo/*` profiler labels in trainer/loop.py).
+- the share of step time in each labelled phase (`dpo/*` profiler labels in trainer/step.py).
 
 `--full-size` (GPU): `bench_steps(family, size="full", ...)` times the trainer's own `optimizer_step` on a
-full-size random-weight UNet of pipeline/architectures.py with synthetic cached latents and text embeddings (a
+full-size random-weight UNet of pipeline/models/architectures.py with synthetic cached latents and text embeddings (a
 training step never touches anything else). GPU check scripts call `bench_full_size(...)`, which returns numbers.
 
     python benchmarks/bench_train.py                      # tiny matrix + profile (CPU)
@@ -83,8 +83,8 @@ def _tiny_variant(args: tuple[bool, str, bool, int, int]) -> dict[str, Any]:
     """One variant in a fresh process: prepare (cache build) and train; report timings and peak RSS."""
     use_lora, ref_mode, png, steps, batch_size = args
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    from trainer.loop import train
-    from trainer.toy import copy_toy_run
+    from pipeline.testing.toy_run import copy_toy_run
+    from trainer.recipe import train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_train."))
     try:
@@ -107,7 +107,7 @@ def _tiny_variant(args: tuple[bool, str, bool, int, int]) -> dict[str, Any]:
 
 
 def tiny_matrix(steps: int, batch_size: int) -> list[dict[str, Any]]:
-    from trainer.toy import cached_toy_run
+    from pipeline.testing.toy_run import cached_toy_run
 
     cached_toy_run("sd15", drop_latents=False)
     cached_toy_run("sd15", drop_latents=True)
@@ -153,8 +153,8 @@ def tiny_profile(steps: int, batch_size: int) -> dict[str, Any]:
     """Module calls per step vs one-time (two runs, S and 2S steps, PNG input so the VAE has work), and phases."""
     from torch.profiler import ProfilerActivity, profile
 
-    from trainer.loop import train
-    from trainer.toy import copy_toy_run
+    from pipeline.testing.toy_run import copy_toy_run
+    from trainer.recipe import train
 
     counts = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_profile."))
@@ -190,7 +190,7 @@ def tiny_profile(steps: int, batch_size: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ step benchmark (GPU)
 def synthetic_data(family: str, size: str, num_pairs: int, seed: int = 0):
     """Cached-looking training data for a random-weight model: random latents and text embeddings."""
-    from pipeline.architectures import ARCHITECTURES
+    from pipeline.models.architectures import ARCHITECTURES
     from trainer.data import TrainData
 
     arch = ARCHITECTURES[(family, size)]
@@ -234,9 +234,10 @@ def bench_steps(
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from pipeline.architectures import ARCHITECTURES, build_unet, scheduler_for
-    from trainer.loop import StepContext, build_training, optimizer_step
+    from pipeline.models.architectures import ARCHITECTURES, build_unet, scheduler_for
+    from trainer.policy import build_training
     from trainer.reference import should_refresh
+    from trainer.step import StepContext, optimizer_step
 
     cuda = torch.cuda.is_available()
     if not cuda:

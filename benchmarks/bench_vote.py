@@ -8,10 +8,10 @@ memory); `floor+write` is the same query written to parquet (a reference for wha
 pandas merge doing the same (run only up to --pandas-max-prompts, since at 45M pairs it
 needs more memory than the machine has). Every method runs in a fresh child process, so each peak RSS is its own
 (the table is built in another child: a child's peak RSS counts its parent's at the fork).
-The vote rows run `pipeline.vote.run_vote`: the input checks, every column of the pairs schema written to parquet,
+The vote rows run `pipeline.voting.run_vote`: the input checks, every column of the pairs schema written to parquet,
 the exact counts and the manifest; `+diagnostics` adds the plots and summary.
 
-The candidates are synthetic (`pipeline.synthetic_candidates.bench_candidates`): 16-hex-character ids that look
+The candidates are synthetic (`pipeline.testing.candidates.bench_candidates`): 16-hex-character ids that look
 random like stage 1's digests, rows grouped by prompt in generation order (so not sorted by any id), float32
 scores, and no image column (the vote never reads it; parquet projection skips it in a real table).
 """
@@ -35,7 +35,7 @@ STRATEGIES = ["majority", "single_pick", "random_metric", "sum", "normalized_sum
 
 
 def make_candidates(path: Path, n_prompts: int, n_candidates: int) -> None:
-    from pipeline.synthetic_candidates import bench_candidates
+    from pipeline.testing.candidates import bench_candidates
 
     frame = bench_candidates(n_prompts, n_candidates, METRICS, seed=0)
     path.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def pandas_merge(candidates: Path) -> int:
 def vote(candidates: Path, out_dir: Path, strategy: str, diagnostics: bool) -> int:
     from pipeline.config import RunConfig
     from pipeline.io import read_manifest
-    from pipeline.vote import run_vote
+    from pipeline.voting import run_vote
 
     cfg = RunConfig.model_validate(
         {"run": {"output_dir": str(out_dir)}, "vote": {"diagnostics": diagnostics}}

@@ -129,8 +129,8 @@ def save_generation_model(plan: Plan, work: Path) -> str:
     import torch
     from transformers import CLIPTokenizer
 
-    from pipeline.architectures import build_random_pipeline
-    from pipeline.clip_tokenizer import write_clip_tokenizer
+    from pipeline.models.architectures import build_random_pipeline
+    from pipeline.models.clip_tokenizer import write_clip_tokenizer
 
     target = work / f"{plan.gen_family}-full-random"
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(work / "tokenizer"))
@@ -147,7 +147,7 @@ def plain_loop(model_ref: str, plan: Plan) -> dict[str, Any]:
     import torch
 
     from pipeline.config import ModelSection
-    from pipeline.diffusion import load_pipeline
+    from pipeline.models.diffusion import load_pipeline
 
     pipe = load_pipeline(ModelSection(pretrained=model_ref, dtype="float16"))
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(plan.gen_images)]

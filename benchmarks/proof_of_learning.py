@@ -7,7 +7,7 @@ The check was fixed before it was run, and is not tuned afterwards:
 - configuration: `configs/tiny.yaml` as committed (pre-trained tiny SD1.5, five tiny metrics, majority vote,
   dynamic reference), evaluated on the 16 held-out prompts × 8 seeds = 128 items;
 - two training seeds (0 and 1) of the same run, and a placebo: the same pairs with winner and loser swapped in a
-  seeded random half (`pipeline.ablation.shuffle_pair_labels`), trained with seed 0;
+  seeded random half (`pipeline.workflows.ablation.shuffle_pair_labels`), trained with seed 0;
 - it learns if, for both training seeds, the lower end of the 95% bootstrap interval of the majority-vote win rate
   is above 0.5, and the placebo's majority win rate is below both seeds'.
 Per-metric win rates are printed too: a majority win can hide a loss on one metric.
@@ -20,8 +20,8 @@ Per-metric win rates are printed too: a majority win can hide a loss on one metr
 same 128 items: a static reference (`train.ref_update.mode=none`), `sum`, `normalized_sum`, `random_metric` and a
 single metric (`single:pickscore`). They do not enter the criterion.
 
-Everything goes through the project's own code (`pipeline.ablation.run_ablation` → stage 1, vote, trainer,
-`pipeline.evaluate`); the report is `<out>/ablation/eval/winrates.md` and a JSON summary on stdout.
+Everything goes through the project's own code (`pipeline.workflows.ablation.run_ablation` → stage 1, vote, trainer,
+`pipeline.evaluation`); the report is `<out>/ablation/eval/winrates.md` and a JSON summary on stdout.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.ablation import AblationOutputs, Variant, run_ablation  # noqa: E402
 from pipeline.config import RunConfig, load_config  # noqa: E402
+from pipeline.workflows.ablation import AblationOutputs, Variant, run_ablation  # noqa: E402
 
 EVAL_SEEDS_PER_PROMPT = 8
 VARIANTS = [

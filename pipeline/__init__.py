@@ -1,1 +1,10 @@
-"""The offline data pipeline: prompts → candidates (stage 1, Ray) → pairs (stage 2, polars) → evaluation."""
+"""balanced-dpo's pipeline: the stages and the contracts between them.
+
+Shared contracts (this folder): `config` (the run configuration), `schema` (the tables), `paths` (the run
+directory), `io` (atomic writes and manifests), `images` (PNG in, RGB out).
+
+Subpackages, one per part: `models`, `data`, `stage1`, `voting`, `evaluation`, `workflows`; `testing` holds the
+generators of test inputs. Command lines (thin: they parse arguments and call in): `score.py` (stage 1, what
+`ray job submit` runs), `vote.py`, `evaluate.py`, `job.py`, `demo.py`, `ablation.py`. The trainer is the
+`trainer` package beside this one.
+"""

@@ -162,7 +162,7 @@ class VoteSection(Section):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        from pipeline.strategies import parse_strategy
+        from pipeline.voting.strategies import parse_strategy
 
         parse_strategy(v)
         return v
@@ -285,20 +285,39 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), yaml.safe_load(raw) if raw.strip() else None
 
 
+def set_key(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set one dotted key in a nested dict; intermediate sections are created as needed."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set single keys in a nested dict; intermediate sections are created as needed."""
+    """Apply `key.path=value` overrides to a nested dict (the YAML before validation)."""
     for item in overrides:
         path, value = parse_override(item)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(data, path, value)
     return data
+
+
+def derive_config(cfg: RunConfig, overrides: list[str] | None = None, /, **updates: Any) -> RunConfig:
+    """A validated copy of `cfg` with keys replaced: `key.path=value` strings and/or dotted keyword updates,
+    e.g. `derive_config(cfg, ["train.beta=2000"], **{"run.output_dir": path})`."""
+    data = apply_overrides(cfg.model_dump(mode="json"), list(overrides or []))
+    for dotted, value in updates.items():
+        set_key(data, dotted.split("."), value)
+    try:
+        derived = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "derived configuration")) from None
+    derived.source = cfg.source
+    return derived
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

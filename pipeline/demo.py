@@ -15,8 +15,8 @@ import logging
 import time
 
 from pipeline.config import add_config_arguments, load_config
-from pipeline.job import run_job
-from pipeline.model_zoo import resolve_pretrained
+from pipeline.models.zoo import resolve_pretrained
+from pipeline.workflows.job import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("pipeline.pretrain").setLevel(logging.INFO)  # progress of the one-time model build
+    logging.getLogger("pipeline.models.pretrain").setLevel(
+        logging.INFO
+    )  # progress of the one-time model build
 
     started = time.perf_counter()
     print(f"[demo] model {cfg.model.pretrained} (built into the local cache on first use)", flush=True)

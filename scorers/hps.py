@@ -45,7 +45,7 @@ class _HPS(Scorer):
             ref = ref or HUB_REPO
             directory = Path(ref).expanduser() if is_local(ref) else None
             has_cfg = directory is not None and (directory / ocb.CONFIG_FILE).is_file()
-            cfg = ocb.read_config(directory) if has_cfg else ocb.full_config(ARCH)
+            cfg = ocb.read_config(directory) if directory is not None and has_cfg else ocb.full_config(ARCH)
             path = resolve_file(ref, spec.options.get("filename", self.checkpoint_name), self.name)
             weights = str(path)
 

@@ -69,8 +69,10 @@ def to_official_keys(model: ImageRewardModel, embed_dim: int = 256) -> dict[str,
     for key, value in model.state_dict().items():
         prefix = next(p for p in inverse if key.startswith(p))
         state[inverse[prefix] + key[len(prefix) :]] = value.clone()
-    vision_width = model.visual.embed_dim
-    text_width = model.head.layers[0].in_features
+    vision_width = int(model.visual.embed_dim)
+    first = model.head.layers[0]
+    assert isinstance(first, torch.nn.Linear)
+    text_width = first.in_features
     state["blip.vision_proj.weight"] = torch.randn(embed_dim, vision_width) * 0.02
     state["blip.vision_proj.bias"] = torch.zeros(embed_dim)
     state["blip.text_proj.weight"] = torch.randn(embed_dim, text_width) * 0.02

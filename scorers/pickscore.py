@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-from pipeline.clip_tokenizer import write_clip_tokenizer
 from pipeline.config import ScorerSpec
+from pipeline.models.clip_tokenizer import write_clip_tokenizer
 from scorers.base import Scorer, ScorerError, register
 from scorers.preprocess import OPENAI_MEAN, OPENAI_STD
 from scorers.tiny import ensure_built, is_random_full, is_tiny, seed_for

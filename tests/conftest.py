@@ -1,4 +1,8 @@
-"""Test-wide settings: no network, one shared cache of the tiny models, few threads on a 2-core machine."""
+"""Test-wide settings: no network, one shared cache of the tiny models, the project root as working directory.
+
+Markers (pyproject.toml): `slow` (long end-to-end checks, `make test-slow`), `ray` (starts a local Ray cluster),
+`train` (runs the trainer). `make test-fast` runs the rest: unit tests of the math, tables and contracts.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,25 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.configs import ROOT, run_config
 
 
 @pytest.fixture(autouse=True)
 def _run_from_repo_root(monkeypatch):
     """Configs name files relative to the project root, as the README's commands do."""
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture
+def project_root():
+    return ROOT
+
+
+@pytest.fixture
+def make_config():
+    """The one config builder (`helpers.configs.run_config`), for tests that take it as a fixture."""
+    return run_config
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,8 +11,7 @@ it names, checks them, and writes a cache under `<train dir>/cache/<key>/`:
 The key hashes the model and the image and prompt ids, so a rerun on the same pairs reuses the cache and a new
 pairs table builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
 
-Which pairs a step sees and the noise it draws are pure functions of (seed, step): resume and multi-process runs
-see exactly the pairs and noise of a single uninterrupted run.
+Which pairs a step sees and the noise it draws are `trainer.sampling`'s business.
 """
 
 from __future__ import annotations
@@ -31,6 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+
+from pipeline.paths import TABLE_GLOB, table_files
 
 PAIR_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "confidence")
 CACHE_VERSION = 1
@@ -56,17 +57,18 @@ class Pairs:
 
 
 def parquet_files(directory: Path, what: str) -> list[Path]:
+    """The table's part files; a missing directory or an empty one is an error naming it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise TrainDataError(f"{what} directory not found: {directory}")
-    files = sorted(directory.glob("*.parquet"))
+    files = table_files(directory)
     if not files:
-        raise TrainDataError(f"no *.parquet files in {what} directory {directory}")
+        raise TrainDataError(f"no {TABLE_GLOB} files in {what} directory {directory}")
     return files
 
 
-def read_pairs(pairs_dir: Path) -> Pairs:
-    """Read `<run>/pairs/<strategy>/*.parquet`; an empty table or a missing column is an error.
+def read_training_pairs(pairs_dir: Path) -> Pairs:
+    """Read `<run>/pairs/<strategy>/part-*.parquet`; an empty table or a missing column is an error.
 
     Rows are sorted by (winner, loser) id: the vote writes pairs in no fixed order (and over several files), and
     the trainer samples by row position, so without the sort re-voting the same candidates would change the run.
@@ -282,7 +284,7 @@ def prepare_train_data(
 
     `pipe_factory()` returns the pipeline (text encoders, VAE) and is only called when the cache is built.
     """
-    pairs = read_pairs(pairs_dir)
+    pairs = read_training_pairs(pairs_dir)
     image_ids = sorted(set(pairs.image_id_w.tolist()) | set(pairs.image_id_l.tolist()))
     prompt_of: dict[str, str] = {}
     for pid, text in zip(pairs.prompt_id.tolist(), pairs.prompt.tolist(), strict=True):
@@ -365,44 +367,3 @@ def load_cache(cache_dir: Path, pairs: Pairs) -> TrainData:
         cache_dir=cache_dir,
         num_vae_encoded=int(index["num_vae_encoded"]),
     )
-
-
-def step_pairs(micro_step: int, global_batch: int, num_pairs: int, seed: int) -> np.ndarray:
-    """Pair rows of one micro-step's global batch: a stream of seeded epoch permutations, cut into batches.
-
-    Pure in (micro_step, seed), so resuming at step k or splitting the batch over processes sees the same pairs.
-    """
-    positions = np.arange(micro_step * global_batch, (micro_step + 1) * global_batch, dtype=np.int64)
-    epochs = positions // num_pairs
-    out = np.empty(global_batch, dtype=np.int64)
-    for epoch in np.unique(epochs):
-        perm = np.random.default_rng([seed, int(epoch)]).permutation(num_pairs)
-        sel = epochs == epoch
-        out[sel] = perm[positions[sel] % num_pairs]
-    return out
-
-
-def step_noise(
-    micro_step: int,
-    global_batch: int,
-    latent_shape: tuple[int, ...],
-    num_train_timesteps: int,
-    seed: int,
-    stream: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise (shared by a pair's winner and loser) and timesteps for one micro-step's global batch.
-
-    Each draw is seeded by its position in the pair stream (micro_step · global_batch + j), not by the step, so
-    a batch split into micro-batches or over processes draws exactly the noise of the unsplit batch. `stream`
-    separates independent uses (training 0, evaluation 1) of the same seed.
-    """
-    noise = torch.empty((global_batch, *latent_shape))
-    timesteps = torch.empty(global_batch, dtype=torch.long)
-    gen = torch.Generator()
-    for j in range(global_batch):
-        position = micro_step * global_batch + j
-        state = np.random.SeedSequence([seed, stream, position]).generate_state(1, dtype=np.uint64)[0]
-        gen.manual_seed(int(state >> np.uint64(1)))
-        noise[j] = torch.randn(latent_shape, generator=gen)
-        timesteps[j] = torch.randint(0, num_train_timesteps, (1,), generator=gen)[0]
-    return noise, timesteps

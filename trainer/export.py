@@ -18,23 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from pipeline.config import ModelSection
 from pipeline.io import write_text_atomic
+from pipeline.paths import RunPaths
 
 WEIGHTS_INFO = "weights.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def train_dir(run_dir: str | Path, strategy: str) -> Path:
-    """Where a run trains one strategy: `<run>/train/<strategy>/`."""
-    return Path(run_dir) / "train" / strategy
-
-
-def final_weights_dir(run_dir: str | Path, strategy: str = "majority") -> Path:
+def final_weights_dir(run: RunPaths | str | Path, strategy: str = "majority") -> Path:
     """The final weights of a finished run; an error if training has not finished there."""
-    path = train_dir(run_dir, strategy) / "final"
+    paths = run if isinstance(run, RunPaths) else RunPaths(Path(run))
+    path = paths.final_weights(strategy)
     if not (path / WEIGHTS_INFO).is_file():
         raise FileNotFoundError(
             f"no final weights at {path} (has `train` finished for strategy {strategy!r}?)"
@@ -42,9 +38,7 @@ def final_weights_dir(run_dir: str | Path, strategy: str = "majority") -> Path:
     return path
 
 
-def save_final_weights(
-    unet: nn.Module, directory: Path, use_lora: bool, is_xl: bool, info: dict[str, Any]
-) -> Path:
+def save_final_weights(unet: Any, directory: Path, use_lora: bool, is_xl: bool, info: dict[str, Any]) -> Path:
     """Write the policy in diffusers format (full UNet or the `policy` LoRA adapter) plus `weights.json`."""
     directory.mkdir(parents=True, exist_ok=True)
     if use_lora:
@@ -75,7 +69,7 @@ def load_tuned_pipeline(base_model: ModelSection, weights_dir: str | Path, devic
     """The base pipeline of `base_model` with the tuned weights in `weights_dir` applied (UNet or LoRA)."""
     from diffusers import UNet2DConditionModel
 
-    from pipeline.diffusion import load_pipeline, pick_device, torch_dtype
+    from pipeline.models.diffusion import load_pipeline, pick_device, torch_dtype
 
     weights_dir = Path(weights_dir)
     info_path = weights_dir / WEIGHTS_INFO

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,9 +102,9 @@ class AdapterReference:
 
 def adapter_parameter_pairs(unet: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(reference, policy) parameter pairs, matched by name: `….lora_A.reference.weight` ↔ `….lora_A.policy.weight`."""
-    params = dict(unet.named_parameters())
+    params: dict[str, torch.Tensor] = dict(unet.named_parameters())
     ref_tag, pol_tag = f".{REFERENCE_ADAPTER}.", f".{POLICY_ADAPTER}."
-    pairs = []
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, tensor in params.items():
         if ref_tag in name:
             partner = name.replace(ref_tag, pol_tag)
@@ -115,7 +116,7 @@ def adapter_parameter_pairs(unet: nn.Module) -> list[tuple[torch.Tensor, torch.T
     return pairs
 
 
-def add_lora_adapters(unet: nn.Module, rank: int, alpha: float | None, target_modules: list[str]) -> None:
+def add_lora_adapters(unet: Any, rank: int, alpha: float | None, target_modules: list[str]) -> None:
     """Freeze the UNet and add two LoRA adapters of one config: `policy` (trainable) and `reference` (frozen)."""
     from peft import LoraConfig
 

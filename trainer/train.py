@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from pipeline.config import ConfigError, add_config_arguments, load_config
 from trainer.data import TrainDataError
-from trainer.loop import NonFiniteLossError, TrainOutputs, train
+from trainer.recipe import NonFiniteLossError, TrainOutputs, train
 
 __all__ = ["TrainOutputs", "main", "train"]
 

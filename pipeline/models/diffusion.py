@@ -1,0 +1,98 @@
+"""Load a diffusers pipeline from a config, and generate images together with their final latents.
+
+Generation keeps the final latent next to each image so the trainer never runs the VAE encoder on its own
+samples. Every image gets its own `torch.Generator` seeded from its seed, so any image can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from PIL import Image
+
+from pipeline.config import GenerationSection, ModelSection
+from pipeline.images import png_bytes
+from pipeline.models.zoo import detect_family, resolve_pretrained
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "dpmsolver": DPMSolverMultistepScheduler,
+}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Half precision is for GPUs; on CPU everything runs in float32."""
+    return _DTYPES[name] if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(model: ModelSection, device: str = "auto", scheduler: str = "default") -> DiffusionPipeline:
+    """The configured pipeline on `device`, safety checker off (it blacks out images and biases the scores)."""
+    dev = pick_device(device)
+    path = resolve_pretrained(model.pretrained)
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(model.dtype, dev),
+        "revision": model.revision,
+        "variant": model.variant,
+    }
+    if detect_family(model.pretrained, model.family) != "sdxl":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+    if scheduler != "default":
+        pipe.scheduler = _SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+@dataclass
+class Generated:
+    """One batch of generated images: PNG bytes and the final (scaled) latents, in input order."""
+
+    png: list[bytes]
+    latents: np.ndarray  # (batch, 4, h/8, w/8) float32, already multiplied by the VAE scaling factor
+    images: list[Image.Image]
+
+
+@torch.inference_mode()
+def generate(
+    pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], gen: GenerationSection
+) -> Generated:
+    """Generate one image per (prompt, seed); each image's noise comes from its own seeded generator."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    device = pipe.device
+    gen_device = "cpu" if device.type == "mps" else device
+    generators = [torch.Generator(device=gen_device).manual_seed(int(s)) for s in seeds]
+    latents = pipe(
+        prompt=list(prompts),
+        height=gen.height,
+        width=gen.width,
+        num_inference_steps=gen.num_inference_steps,
+        guidance_scale=gen.guidance_scale,
+        generator=generators,
+        output_type="latent",
+    ).images
+    images = decode_latents(pipe, latents)
+    return Generated(
+        png=[png_bytes(im) for im in images],
+        latents=latents.float().cpu().numpy(),
+        images=images,
+    )
+
+
+@torch.inference_mode()
+def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    vae = pipe.vae
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(decoded, output_type="pil")

@@ -1,0 +1,166 @@
+"""Brief noise-prediction pre-training of a tiny UNet on the project's own synthetic images.
+
+A random-weight UNet is not a usable starting point for DPO: DDIM's x0 estimate amplifies its noise prediction, so
+its samples are latents with std ≈ 15, and DPO on pairs of such samples moves generation away from the winners
+(measured in /work/shared/FINDINGS.md). Plain denoising training on synthetic shapes gives the tiny model images
+with structure, and DPO can then improve on them: 1500 steps, because on the proof's development split DPO from the
+500-step model was not distinguishable from its base for one of two seeds, and from the 1500-step model it was for
+both (README, "Proof that it learns"). This runs once, when `tiny/<family>-pretrained` is first used, and is cached
+like a download (`pipeline/models/zoo.py`).
+
+Captions are short colour descriptions read off each image ("a red shape on a blue background"), so the text
+encoder's output carries some information the UNet can use, and a fraction are dropped to "" so classifier-free
+guidance has an unconditional model to contrast with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from pipeline.models.synthetic import synthetic_images
+
+logger = logging.getLogger(__name__)
+
+# Named colours for captions, as RGB in [0, 1]; the nearest one names a colour.
+PALETTE: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.1, 0.1),
+    "orange": (0.95, 0.55, 0.1),
+    "yellow": (0.95, 0.9, 0.15),
+    "green": (0.15, 0.7, 0.2),
+    "teal": (0.1, 0.6, 0.6),
+    "blue": (0.15, 0.25, 0.85),
+    "purple": (0.55, 0.2, 0.7),
+    "pink": (0.95, 0.55, 0.75),
+    "brown": (0.5, 0.3, 0.15),
+    "white": (0.95, 0.95, 0.95),
+    "grey": (0.5, 0.5, 0.5),
+    "black": (0.05, 0.05, 0.05),
+}
+_PALETTE_NAMES = list(PALETTE)
+_PALETTE_RGB = np.array([PALETTE[n] for n in _PALETTE_NAMES], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Every knob of the pre-training in one place; changing a default changes the cached model's identity."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    num_images: int = 512
+    caption_dropout: float = 0.1
+    seed: int = 0
+    data_seed: int = 4321  # synthetic set, distinct from the one used to measure the VAE scale
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """The palette name nearest to one RGB colour given in [0, 1]."""
+    distances = ((_PALETTE_RGB - np.asarray(rgb, dtype=np.float32)[None]) ** 2).sum(axis=1)
+    return _PALETTE_NAMES[int(distances.argmin())]
+
+
+def describe(image: np.ndarray) -> str:
+    """A caption for one synthetic image (3, H, W) in [-1, 1]: the colour of its centre and of its corners."""
+    rgb = (image + 1.0) / 2.0
+    h, w = rgb.shape[1:]
+    corners = np.stack([rgb[:, 0, 0], rgb[:, 0, w - 1], rgb[:, h - 1, 0], rgb[:, h - 1, w - 1]])
+    centre = rgb[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(3, -1)
+    # The centre's most common named colour is the shape more often than its mean would be.
+    names = [colour_name(px) for px in centre[:, :: max(1, centre.shape[1] // 64)].T]
+    # Ties go to the name sampled first: iterating a set of strings follows the per-process hash seed, which made
+    # captions, and so the whole pre-trained model, differ from one build to the next.
+    subject = Counter(names).most_common(1)[0][0]
+    return f"a {subject} shape on a {colour_name(corners.mean(axis=0))} background"
+
+
+@torch.no_grad()
+def encode_images(vae, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+    """Scaled latents of the images (VAE posterior mean × scaling factor), the space the UNet denoises in."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(vae.device, vae.dtype)
+        chunks.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    return torch.cat(chunks).float()
+
+
+@torch.no_grad()
+def encode_captions(pipe, captions: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states for each caption, padded to the tokenizer's length as the pipeline does."""
+    tokens = pipe.tokenizer(
+        captions,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return pipe.text_encoder(tokens.input_ids.to(pipe.text_encoder.device))[0].float()
+
+
+def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet must predict: the noise (epsilon models) or the velocity (v-prediction models)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"pre-training supports epsilon and v_prediction models, not {kind!r}")
+
+
+def pretrain_unet(pipe, settings: PretrainSettings = PretrainSettings()) -> dict[str, object]:
+    """Train `pipe.unet` in place on captioned synthetic images; returns a summary (losses, timing).
+
+    Only the UNet learns; the VAE and text encoder stay as built, and their outputs are computed once.
+    """
+    if getattr(pipe.unet.config, "addition_embed_type", None) is not None:
+        raise ValueError("pre-training supports SD1.5/SD2.1-style UNets, not SDXL's text_time conditioning")
+    t_start = time.perf_counter()
+    size = pipe.vae.config.sample_size
+    images = synthetic_images(settings.num_images, size=size, seed=settings.data_seed)
+    captions = [describe(im) for im in images]
+    latents = encode_images(pipe.vae, images)
+    vocabulary = [*sorted(set(captions)), ""]
+    embeddings = encode_captions(pipe, vocabulary)
+    caption_index = torch.tensor([vocabulary.index(c) for c in captions])
+    empty = len(vocabulary) - 1
+
+    unet, scheduler = pipe.unet, pipe.scheduler
+    unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate)
+    generator = torch.Generator().manual_seed(settings.seed)
+    num_timesteps = scheduler.config.num_train_timesteps
+    losses: list[float] = []
+    for step in range(settings.steps):
+        idx = torch.randint(0, len(latents), (settings.batch_size,), generator=generator)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, num_timesteps, (settings.batch_size,), generator=generator)
+        drop = torch.rand(settings.batch_size, generator=generator) < settings.caption_dropout
+        context = embeddings[torch.where(drop, empty, caption_index[idx])]
+        noisy = scheduler.add_noise(x0, noise, t)
+        prediction = unet(noisy, t, context).sample
+        loss = torch.nn.functional.mse_loss(prediction, training_target(scheduler, x0, noise, t))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0:
+            logger.info(
+                "pre-training step %d/%d, loss %.4f", step + 1, settings.steps, np.mean(losses[-100:])
+            )
+    unet.eval()
+    unet.requires_grad_(False)
+    window = max(1, settings.steps // 10)
+    return {
+        "settings": asdict(settings),
+        "captions": len(vocabulary) - 1,
+        "loss_first_tenth": float(np.mean(losses[:window])),
+        "loss_last_tenth": float(np.mean(losses[-window:])),
+        "seconds": time.perf_counter() - t_start,
+    }

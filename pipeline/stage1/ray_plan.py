@@ -1,0 +1,152 @@
+"""The Ray part of stage 1, kept thin: a local or attached cluster, the actor pools, and the stream of batches.
+
+The plan is one Ray Data pipeline: work items → `GenerateBatch` actor pool (skipped in relabel mode) → one
+`ScoreBatch` pool with every scorer chained, or one pool per scorer (`scoring.layout: separate`) → batches
+streamed back to this process, where `CandidateStore` writes them. Ray Data restarts a killed actor and re-runs
+its task; the store drops rows it has already written, so every image lands exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.config import RunConfig
+from pipeline.stage1.batches import GenerateBatch, ScoreBatch, ScorerFactory
+from pipeline.stage1.errors import find_stage1_error
+from pipeline.stage1.plan import ModelRef
+from pipeline.stage1.store import CandidateStore
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Use a running Ray (a job's `RAY_ADDRESS`, or one the caller started), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    # Workers of a local Ray must import this project even when it is not pip-installed.
+    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
+
+
+def warn_if_short_of_resources(cfg: RunConfig, generating: bool) -> None:
+    """Actor pools that the cluster cannot hold wait forever: say so up front (an autoscaler may still add nodes)."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus, gpus = _actors_needed(cfg, generating), _gpus_needed(cfg, generating)
+    if have.get("CPU", 0) < cpus or have.get("GPU", 0) < gpus:
+        warnings.warn(
+            f"stage 1 needs {cpus} CPUs and {gpus:g} GPUs for its actor pools (generation.num_workers, "
+            f"scoring.num_workers, scoring.layout) but Ray has {have.get('CPU', 0):g} CPUs and "
+            f"{have.get('GPU', 0):g} GPUs: it will wait until the cluster grows",
+            stacklevel=3,
+        )
+
+
+def _gpus_needed(cfg: RunConfig, generating: bool) -> float:
+    specs = cfg.scoring.scorers
+    pools = [specs] if cfg.scoring.layout == "chained" else [[s] for s in specs]
+    per_pool = [sum(s.num_gpus for s in group) for group in pools if group]
+    score = sum(g if g <= 1 else math.ceil(g) for g in per_pool) * cfg.scoring.num_workers
+    return score + (cfg.generation.num_workers * cfg.generation.num_gpus if generating else 0.0)
+
+
+def _actors_needed(cfg: RunConfig, generating: bool) -> int:
+    pools = (1 if cfg.scoring.layout == "chained" else len(cfg.scoring.scorers)) if cfg.scoring.scorers else 0
+    return (cfg.generation.num_workers if generating else 0) + pools * cfg.scoring.num_workers
+
+
+def build_dataset(
+    items: pa.Table,
+    cfg: RunConfig,
+    *,
+    generating: bool,
+    model_refs: Mapping[str, ModelRef],
+    scorer_factory: ScorerFactory | None,
+):
+    """The Ray Data plan: work items → GenerateBatch pool → ScoreBatch pool(s). Lazy until iterated.
+
+    `model_refs`: model tag → reference; the items' `model` column picks one per row.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    gen, scoring = cfg.generation, cfg.scoring
+    step = gen.batch_size
+    ds = ray.data.from_arrow([items.slice(i, step) for i in range(0, items.num_rows, step)])
+    if generating:
+        ds = ds.map_batches(
+            GenerateBatch,
+            fn_constructor_kwargs={"cfg": cfg, "model_refs": dict(model_refs)},
+            batch_size=step,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=gen.num_workers),
+            num_gpus=gen.num_gpus,
+        )
+    specs = list(scoring.scorers)
+    if not specs:
+        return ds
+    groups = [specs] if scoring.layout == "chained" else [[s] for s in specs]
+    for group in groups:
+        gpus = sum(s.num_gpus for s in group)
+        ds = ds.map_batches(
+            ScoreBatch,
+            fn_constructor_kwargs={
+                "specs": group,
+                "on_error": scoring.on_error,
+                "scorer_factory": scorer_factory,
+            },
+            batch_size=max(s.batch_size for s in group),
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=scoring.num_workers),
+            num_gpus=gpus if gpus <= 1 else math.ceil(gpus),
+        )
+    return ds
+
+
+def execute(
+    items: pa.Table,
+    cfg: RunConfig,
+    store: CandidateStore,
+    relabel: bool,
+    model_refs: Mapping[str, ModelRef],
+    scorer_factory: ScorerFactory | None,
+    progress: bool,
+) -> None:
+    """Run the plan for `items` and write every batch that comes back; a worker's Stage1Error is re-raised."""
+    from ray.data import DataContext
+    from tqdm.auto import tqdm
+
+    ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
+    warn_if_short_of_resources(cfg, not relabel)
+    DataContext.get_current().enable_progress_bars = progress
+    ds = build_dataset(
+        items, cfg, generating=not relabel, model_refs=model_refs, scorer_factory=scorer_factory
+    )
+    bar = tqdm(total=items.num_rows, unit="img", desc="candidates written", disable=not progress)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            bar.update(store.write(batch))
+    except Exception as exc:
+        inner = find_stage1_error(exc)
+        if inner is None or inner is exc:
+            raise
+        raise inner from exc
+    finally:
+        bar.close()

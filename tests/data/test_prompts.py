@@ -1,0 +1,129 @@
+"""Prompt sources: every format, the cleaning rules, stable ids, and errors that name the file or column."""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import polars as pl
+import pytest
+
+from pipeline.config import PromptsSection, load_config
+from pipeline.data.prompts import (
+    PromptSourceError,
+    clean_prompts,
+    count_long_prompts,
+    load_prompts,
+    read_prompt_manifest,
+    read_raw_prompts,
+)
+from pipeline.schema import make_prompt_id
+
+RAW = ["  a red   circle ", "", "a blue square", "a red circle", None, "a\tblue square", "a green cone"]
+CLEAN = ["a red circle", "a blue square", "a green cone"]
+
+
+def _write_all_formats(tmp_path) -> dict[str, str]:
+    frame = pl.DataFrame({"text": RAW, "other": list(range(len(RAW)))})
+    paths = {}
+    paths["txt"] = tmp_path / "p.txt"
+    paths["txt"].write_text("\n".join("" if p is None else p.replace("\t", " ") for p in RAW) + "\n")
+    paths["csv"] = tmp_path / "p.csv"
+    frame.write_csv(paths["csv"])
+    paths["tsv"] = tmp_path / "p.tsv"
+    frame.write_csv(paths["tsv"], separator="\t")
+    paths["jsonl"] = tmp_path / "p.jsonl"
+    frame.write_ndjson(paths["jsonl"])
+    paths["json"] = tmp_path / "p.json"
+    paths["json"].write_text(json.dumps([{"text": p} for p in RAW]))
+    paths["parquet"] = tmp_path / "p.parquet"
+    frame.write_parquet(paths["parquet"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "tsv", "jsonl", "json", "parquet"])
+def test_every_format_gives_the_same_clean_prompts(tmp_path, fmt):
+    path = _write_all_formats(tmp_path)[fmt]
+    prompts = load_prompts(PromptsSection(path=path, column=None if fmt == "txt" else "text"))
+    assert prompts.prompts == CLEAN
+    assert prompts.table["prompt_id"].to_list() == [make_prompt_id(p) for p in CLEAN]
+    assert prompts.table["source"].unique().to_list() == ["p"]
+    assert prompts.stats["n_read"] == len(RAW)
+    assert prompts.stats["n_empty"] == 2
+    assert prompts.stats["n_duplicate"] == 2
+
+
+def test_cleaning_keeps_first_occurrence_and_ids_are_whitespace_invariant():
+    out = clean_prompts(["b  x", "a", "b x", " a "], source="s")
+    assert out.prompts == ["b x", "a"]
+    assert out.table["prompt_id"][0] == make_prompt_id("  b x\n")
+
+
+def test_json_list_of_strings_from_an_fsspec_url():
+    """Remote sources other than parquet/csv/jsonl go through fsspec (hf:// in real manifests)."""
+    with fsspec.open("memory://prompts/hpd.json", "w") as fh:
+        fh.write(json.dumps(["a cat", "a dog", "a cat"]))
+    assert read_raw_prompts("memory://prompts/hpd.json").to_list() == ["a cat", "a dog", "a cat"]
+
+
+def test_missing_file_and_column_are_named(tmp_path):
+    with pytest.raises(PromptSourceError, match="nope.txt"):
+        read_raw_prompts(str(tmp_path / "nope.txt"))
+    path = _write_all_formats(tmp_path)["csv"]
+    with pytest.raises(PromptSourceError, match=r"no column 'caption'.*\['text', 'other'\]"):
+        read_raw_prompts(path, column="caption")
+    with pytest.raises(PromptSourceError, match="item 0 has no key 'caption'"):
+        read_raw_prompts(_write_all_formats(tmp_path)["json"], column="caption")
+
+
+def test_long_prompts_are_kept_and_counted():
+    long = "a very detailed painting of " + "a castle and a dragon and a knight " * 10
+    out = clean_prompts(["short one", long], source="s")
+    assert out.prompts[1] == " ".join(long.split())  # kept whole: truncation is the tokenizer's job
+    assert out.stats["n_long"] == 1
+    assert count_long_prompts(["x" * 70, "word " * 80]) == 1
+
+
+def test_limit_applies_after_dedupe(tmp_path):
+    path = _write_all_formats(tmp_path)["txt"]
+    assert load_prompts(PromptsSection(path=path, limit=2)).prompts == CLEAN[:2]
+
+
+def test_repository_manifests_parse_and_local_ones_load():
+    tiny = load_prompts(load_config("configs/tiny.yaml").prompts)
+    held_out = load_prompts(PromptsSection(manifest="data_manifests/tiny_eval.yaml"))
+    assert (len(tiny), len(held_out)) == (24, 16)
+    assert not set(tiny.prompts) & set(held_out.prompts)
+    parti = read_prompt_manifest("data_manifests/partiprompts.yaml")
+    assert (parti.column, parti.expected_count) == ("Prompt", 1632)
+    assert read_prompt_manifest("data_manifests/pickapic_v2_captions.yaml").column == "caption"
+    hpd = read_prompt_manifest("data_manifests/hpdv2_benchmark.yaml")
+    assert [s.rsplit("/", 1)[1] for s in hpd.sources] == [
+        "anime.json",
+        "concept-art.json",
+        "paintings.json",
+        "photo.json",
+    ]
+
+
+def test_manifest_with_unknown_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsource: a.txt\ncolum: typo\n")
+    with pytest.raises(PromptSourceError, match=r"bad.yaml: unknown keys \['colum'\]"):
+        read_prompt_manifest(bad)
+
+
+def test_pairs_source_replaces_the_default_manifest():
+    section = PromptsSection(pairs="data.parquet")
+    assert section.manifest is None
+    with pytest.raises(ValueError, match="exactly one"):
+        PromptsSection(path="a.txt", manifest="m.yaml")
+
+
+def test_a_manifest_count_mismatch_is_recorded_and_warned(tmp_path):
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"name: m\nsource: {tmp_path / 'p.txt'}\nexpected_count: 3\n")
+    with pytest.warns(UserWarning, match="expected 3 prompts, read 2"):
+        prompts = load_prompts(PromptsSection(manifest=str(manifest)))
+    assert prompts.stats["expected_count"] == 3
