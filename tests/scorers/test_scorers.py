@@ -63,7 +63,9 @@ def test_scores_do_not_depend_on_batch_size_or_batch_neighbours(scorers, name):
     if backbone is not None:
         backbone.clear_memo()  # recompute the image tower one image at a time, not from the memo
     one_by_one = np.array([scorer([im], [p])[0] for im, p in zip(images, prompts, strict=True)])
-    assert_close_at_scale(one_by_one, whole)  # batched vs single calls round differently (tests/helpers/numerics.py)
+    assert_close_at_scale(
+        one_by_one, whole
+    )  # batched vs single calls round differently (tests/helpers/numerics.py)
 
 
 @pytest.mark.parametrize("name", sorted(set(TINY_NAMES) - TEXT_BLIND))
