@@ -135,7 +135,11 @@ def execute(
 
     ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
     warn_if_short_of_resources(cfg, not relabel)
-    DataContext.get_current().enable_progress_bars = progress
+    context = DataContext.get_current()
+    context.enable_progress_bars = progress
+    # A worker's Stage1Error reaches this process as itself (inside Ray's RayTaskError), not as a UserCodeException
+    # whose cause is lost on the way: `find_stage1_error` recognises it by type.
+    context.raise_original_map_exception = True
     ds = build_dataset(
         items, cfg, generating=not relabel, model_refs=model_refs, scorer_factory=scorer_factory
     )
