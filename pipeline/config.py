@@ -131,14 +131,18 @@ class VoteSection(Section):
     """Stage 2: how pairs are formed inside each prompt and which strategy picks the winner (pipeline/vote.py).
 
     Strategies: majority, single:<metric> (on disk single_<metric>), random_metric, sum, normalized_sum,
-    weighted_majority. Keys naming metrics are checked against the candidates table when the vote runs.
+    weighted_majority, and `human` (relabel mode: the imported dataset's own labels, no vote). Keys naming
+    metrics are checked against the candidates table when the vote runs.
+
+    Pairing: `all` pairs inside each prompt; `given` (relabel mode) the dataset's own pairs, relabelled by the
+    vote; `auto` is `given` in relabel mode and `all` otherwise.
     """
 
     strategy: str = "majority"
     metrics: list[str] | None = Field(
         None, description="metrics that vote; default: every score_<metric> column"
     )
-    pairing: Literal["all", "best_vs_worst", "random_k"] = "all"
+    pairing: Literal["auto", "all", "given", "best_vs_worst", "random_k"] = "auto"
     random_k: int = Field(4, ge=1, description="pairs drawn per prompt when pairing is random_k")
     min_agree: int | None = Field(
         None, ge=1, description="votes needed to keep a pair; default: a strict majority"
