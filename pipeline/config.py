@@ -209,6 +209,11 @@ class TrainSection(Section):
     )
     weight_by_confidence: bool = False
     learning_rate: float = Field(1e-4, gt=0.0)
+    scale_lr: bool = Field(
+        False,
+        description="multiply learning_rate by the effective batch (batch_size × gradient_accumulation_steps × "
+        "processes), as the reference trainer's --scale_lr",
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     lr_warmup_steps: int = Field(0, ge=0)
     max_steps: int = Field(100, ge=1, description="optimizer steps")
@@ -217,7 +222,22 @@ class TrainSection(Section):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     optimizer: Literal["adamw", "adafactor"] = "adamw"
-    weight_decay: float = 0.0
+    weight_decay: float = Field(
+        1e-2, ge=0.0, description="the reference trainer's --adam_weight_decay default"
+    )
+    prompt_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of pairs trained on the empty prompt (keeps classifier-free guidance working); "
+        "drawn per (seed, position in the pair stream)",
+    )
+    crop: Literal["center", "random"] = Field(
+        "center",
+        description="images the trainer VAE-encodes (imported datasets): shorter side resized to the run's "
+        "resolution (generation.height × width), then this crop",
+    )
+    hflip: bool = Field(False, description="mirror a seeded half of the images the trainer VAE-encodes")
     max_grad_norm: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(50, ge=1)
     keep_checkpoints: int = Field(3, ge=1, description="newest accelerate checkpoints kept on disk")
