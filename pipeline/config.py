@@ -45,6 +45,11 @@ class ModelSection(Section):
     revision: str | None = None
     variant: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    vae: str | None = Field(
+        None,
+        description="a separate VAE (hub id or local AutoencoderKL directory), e.g. an fp16-safe SDXL VAE, "
+        "as the reference SDXL trainers allow; default: the model's own",
+    )
 
 
 class PromptsSection(Section):
