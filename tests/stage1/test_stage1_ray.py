@@ -32,6 +32,7 @@ from PIL import Image
 
 from pipeline.config import load_config
 from pipeline.io import read_manifest
+from pipeline.paths import part_name
 from pipeline.schema import candidates_schema, make_prompt_id
 from pipeline.stage1 import ScoringError, generate_and_score, run_stage1
 
@@ -231,7 +232,7 @@ def test_relabel_mode_scores_pickapic_images_and_keeps_human_labels(cluster, tmp
         ("a grey square", 0.502),
         ("a grey square", 0.0),
     }
-    human = pq.read_table(out.human_pairs_dir / "part-0.parquet")
+    human = pq.read_table(out.human_pairs_dir / part_name(0))
     assert human.column("label_0").to_pylist() == [1.0, 0.0, 0.5]
     assert set(human.column("image_id_0").to_pylist()) <= set(rows.column("image_id").to_pylist())
 
