@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -106,6 +107,7 @@ class RehearsalReport:
     pairs_formed: int
     train_manifest: dict[str, Any]
     weight_change: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         m = self.train_manifest
@@ -118,6 +120,7 @@ class RehearsalReport:
             f"prompt dropout: {m['prompt_dropout']['empty']} of {m['prompt_dropout']['prompts']} prompts empty "
             f"(rate {m['prompt_dropout']['rate']})",
             f"UNet weights moved: rms {self.weight_change['rms']:.3g} (relative {self.weight_change['relative']:.3g})",
+            "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()),
         ]
 
 
@@ -158,9 +161,14 @@ def run_rehearsal(path: str | Path, out_dir: str | Path, out: TextIO | None = sy
     from trainer.recipe import train
 
     cfg = rehearsal_config(path, out_dir, out)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     run_stage1(cfg, progress=False)
+    seconds["stage 1"] = time.perf_counter() - started
     pairs_dir = run_vote(cfg)
+    seconds["vote"] = time.perf_counter() - started - seconds["stage 1"]
     trained = train(cfg)
+    seconds["train"] = time.perf_counter() - started - seconds["stage 1"] - seconds["vote"]
     assert trained.final_dir is not None
     n, latents_ok, images_ok = image_and_latent_finiteness(cfg.output_dir)
     counts = read_manifest(pairs_dir)["counts"]
@@ -173,6 +181,7 @@ def run_rehearsal(path: str | Path, out_dir: str | Path, out: TextIO | None = sy
         pairs_formed=counts["pairs_formed"],
         train_manifest=read_manifest(trained.train_dir),
         weight_change=weight_change(cfg, trained.final_dir),
+        seconds=seconds,
     )
     if out is not None:
         for line in report.lines():
