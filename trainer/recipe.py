@@ -6,7 +6,7 @@ only `<run>/pairs/<strategy>/` and `<run>/candidates/`, so it can be rerun alone
 
     cache/<key>/          latents, text embeddings (built once, see trainer/data.py)
     checkpoints/checkpoint-NNNNNNN/   accelerate state (trainer/checkpoints.py)
-    logs/                 tensorboard
+    logs/                 tensorboard, and metrics.jsonl (trainer/metrics_log.py) for the report
     final/                diffusers-format weights (trainer/export.py)
     manifest.json         config, data counts, refreshes, metrics before/after, timings, status
 
@@ -40,6 +40,7 @@ from pipeline.paths import RunPaths
 from trainer.checkpoints import TrainState, find_checkpoint, save_checkpoint
 from trainer.data import TrainData, prepare_train_data
 from trainer.export import save_final_weights
+from trainer.metrics_log import METRICS_FILE, append_metrics
 from trainer.policy import build_training, load_models
 from trainer.reference import UNetReference, should_refresh
 from trainer.step import NonFiniteLossError, StepContext, evaluate_pairs, optimizer_step, reduce_window
@@ -272,6 +273,8 @@ class DPORecipe:
         self.last_metrics = reduce_window(self.accelerator, window, steps)
         self.last_metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         self.accelerator.log({f"train/{k}": v for k, v in self.last_metrics.items()}, step=self.state.step)
+        if self.accelerator.is_main_process:  # the report's curves, whatever the tracker
+            append_metrics(self.logs_dir / METRICS_FILE, self.state.step, self.last_metrics)
         progress.set_postfix(
             loss=f"{self.last_metrics['loss']:.4f}", acc=f"{self.last_metrics['implicit_acc']:.2f}"
         )
