@@ -1,5 +1,6 @@
 """Generators of small, real inputs for tests, benchmarks and the example notebook; not used by the stages.
 
 - `candidates`: candidates tables made up from score matrices (the vote's tests and benchmark);
-- `toy_run`: a tiny-model run directory with candidates and rule-labelled pairs (the trainer's tests and benchmark).
+- `toy_run`: a tiny-model run directory with candidates and rule-labelled pairs (the trainer's tests and benchmark);
+- `synthetic_run`: a whole run directory of any size without a model (the report's tests and benchmark).
 """
