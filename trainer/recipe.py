@@ -7,7 +7,7 @@ only `<run>/pairs/<strategy>/` and `<run>/candidates/`, so it can be rerun alone
     cache/<key>/          latents, text embeddings (built once, see trainer/data.py)
     checkpoints/checkpoint-NNNNNNN/   accelerate state (trainer/checkpoints.py)
     logs/                 tensorboard, and metrics.jsonl (trainer/metrics_log.py) for the report
-    final/                diffusers-format weights (trainer/export.py)
+    final/                diffusers-format weights (trainer/export.py) and their model card (README.md)
     manifest.json         config, data counts, refreshes, metrics before/after, timings, status
 
 The method, one phase at a time:
@@ -37,6 +37,7 @@ from torch.profiler import record_function
 from pipeline.config import RunConfig, TrainSection
 from pipeline.io import write_manifest
 from pipeline.paths import RunPaths
+from pipeline.reporting.model_card import write_model_card
 from trainer.checkpoints import TrainState, find_checkpoint, save_checkpoint
 from trainer.data import TrainData, prepare_train_data
 from trainer.export import save_final_weights
@@ -299,6 +300,8 @@ class DPORecipe:
         manifest = self.out_dir / "manifest.json"
         if acc.is_main_process:
             self._write_manifest(status, written_final)
+            if written_final is not None:  # the hub model card, from the manifest just written
+                write_model_card(written_final, self.out_dir)
         acc.wait_for_everyone()
         return TrainOutputs(
             train_dir=self.out_dir,
