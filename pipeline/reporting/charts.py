@@ -113,11 +113,17 @@ def line_chart(
     return _svg(width, height, body, title)
 
 
-def winrate_chart(rows: Sequence[tuple[str, str, float, float, float]], title: str) -> str:
+def winrate_chart(
+    rows: Sequence[tuple[str, str, float, float, float]],
+    title: str,
+    notes: Mapping[tuple[str, str], str] | None = None,
+) -> str:
     """Win rates with their intervals: one line per (metric, run), dot and whisker on a 0–1 scale, 0.5 marked.
 
-    `rows` are (run, metric, win rate, interval low, interval high), grouped by metric in their order.
+    `rows` are (run, metric, win rate, interval low, interval high), grouped by metric in their order; `notes`
+    adds a word after a line's numbers (which metric a "lowest metric" line is).
     """
+    notes = notes or {}
     runs = list(dict.fromkeys(r[0] for r in rows))
     metrics = list(dict.fromkeys(r[1] for r in rows))
     by_key = {(r[0], r[1]): r for r in rows}
@@ -142,12 +148,14 @@ def winrate_chart(rows: Sequence[tuple[str, str, float, float, float]], title: s
             if row is not None and all(math.isfinite(v) for v in row[2:]):
                 _, _, rate, low, high = row
                 x0, x1, xc = (scale(v, (0, 1), px) for v in (low, high, rate))
-                tip = f"{run} · {metric}: {rate:.3f} [{low:.3f}, {high:.3f}]"
+                note = f" {notes[(run, metric)]}" if (run, metric) in notes else ""
+                tip = f"{run} · {metric}{note}: {rate:.3f} [{low:.3f}, {high:.3f}]"
                 body.append(
                     f"<g><title>{escape(tip)}</title>"
                     f'<line x1="{x0:.1f}" x2="{x1:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{colour(j)}" stroke-width="2"/>'
                     f'<circle cx="{xc:.1f}" cy="{cy:.1f}" r="4" fill="{colour(j)}"/>'
-                    f'<text x="{width - right + 6}" y="{cy + 4:.1f}" class="cl">{rate:.3f} [{low:.2f}, {high:.2f}]</text></g>'
+                    f'<text x="{width - right + 6}" y="{cy + 4:.1f}" class="cl">{rate:.3f} [{low:.2f}, {high:.2f}]'
+                    f"{escape(note)}</text></g>"
                 )
         y += len(runs) * line + gap
     for j, run in enumerate(runs):  # legend under the title

@@ -8,8 +8,10 @@ models) become JPEG thumbnails of `ReportLimits.thumb_px`, which bounds the page
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -58,14 +60,16 @@ class ImageFolder:
 
     def add(self, image_id: str, data: bytes) -> str | None:
         """The page-relative path of the image, or None when the bytes are not an image Pillow can read."""
-        if image_id in self.written:
-            return self.written[image_id]
+        if image_id not in self.written:
+            self.written[image_id] = self._write(image_id, data)
+        return self.written[image_id]
+
+    def _write(self, image_id: str, data: bytes) -> str | None:
         name = _SAFE.sub("_", image_id)
         try:
             with Image.open(io.BytesIO(data)) as im:
-                large = max(im.size) > self.thumb_px
                 ext = image_format(data)
-                if large or ext is None:
+                if max(im.size) > self.thumb_px or ext is None:
                     im.load()
                     picture = im.convert("RGB")
                     picture.thumbnail((self.thumb_px, self.thumb_px))
@@ -74,14 +78,17 @@ class ImageFolder:
                     picture.save(buffer, format="JPEG", quality=85)
                     data = buffer.getvalue()
         except (UnidentifiedImageError, OSError, ValueError):
-            self.written[image_id] = None
             return None
         (self.dir / f"{name}.{ext}").write_bytes(data)
-        self.written[image_id] = path = f"images/{name}.{ext}"
-        return path
+        return f"images/{name}.{ext}"
 
     def add_all(self, images: dict[str, bytes]) -> dict[str, str | None]:
-        return {image_id: self.add(image_id, data) for image_id, data in images.items()}
+        """Every image, decoded and thumbnailed on a few threads (Pillow releases the GIL while it codes)."""
+        todo = {i: d for i, d in images.items() if i not in self.written}
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for image_id, path in zip(todo, pool.map(self._write, todo, todo.values()), strict=True):
+                self.written[image_id] = path
+        return {image_id: self.written[image_id] for image_id in images}
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.iterdir())

@@ -396,7 +396,9 @@ def eval_section(data: EvalData | None, images: dict[str, str | None], limits: R
     parts.append(
         f"<p>Win rate of each tuned model over {escape(str(data.manifest.get('base', 'the base')))} on {n_note} "
         "(the share of items where its image scores higher, ties ½), with bootstrap intervals. Every row of "
-        "<code>winrates.parquet</code> is below; the chart draws those with an interval.</p>"
+        "<code>winrates.parquet</code> is below; the chart draws those with an interval, plus each run's "
+        f"<i>{LOWEST}</i> (its smallest per-metric win rate, with that metric's interval) when the table has no "
+        "worst-metric row of its own.</p>"
     )
     if {"run", "metric", "win_rate", "ci_low", "ci_high"} <= set(w.columns):
         rows = [
@@ -404,7 +406,10 @@ def eval_section(data: EvalData | None, images: dict[str, str | None], limits: R
             for r in w.iter_rows(named=True)
             if r["win_rate"] is not None and r["ci_low"] is not None and r["ci_high"] is not None
         ]
-        parts.append(winrate_chart(rows, "win rate over the base, with intervals"))
+        lowest = lowest_metric_rows(rows, list(data.manifest.get("metrics", [])))
+        notes = {(run, LOWEST): metric for run, metric, *_ in lowest}
+        rows += [(run, LOWEST, rate, low, high) for run, _, rate, low, high in lowest]
+        parts.append(winrate_chart(rows, "win rate over the base, with intervals", notes))
     parts.append(table(w.columns, w.rows()))
     if not data.items:
         return "".join(parts) + "</section>"
@@ -436,6 +441,24 @@ def eval_section(data: EvalData | None, images: dict[str, str | None], limits: R
             f'<p class="ptext">“{escape(item.prompt)}” · seed {item.seed}</p><div class="pairrow">{"".join(cells)}</div></div>'
         )
     return "".join(parts) + "</div></section>"
+
+
+LOWEST = "lowest metric"
+
+
+def lowest_metric_rows(
+    rows: Sequence[tuple[str, str, float, float, float]], metrics: Sequence[str]
+) -> list[tuple[str, str, float, float, float]]:
+    """Per run, its per-metric row with the smallest win rate; none for a run whose table has a worst-metric row."""
+    out = []
+    for run in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == run]
+        if any("worst" in r[1] for r in mine):
+            continue
+        per_metric = [r for r in mine if r[1] in metrics]
+        if per_metric:
+            out.append(min(per_metric, key=lambda r: r[2]))
+    return out
 
 
 def _win_mark(v: float) -> str:

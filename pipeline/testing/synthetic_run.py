@@ -24,13 +24,44 @@ from trainer.metrics_log import METRICS_FILE, append_metrics
 
 METRICS = ["hpsv21", "clip", "pickscore", "aesthetic", "imagereward"]
 ROWS_PER_PART = 250_000
+IMAGE_POOL = 16
 
 
-def synthetic_config(root: Path, metrics: list[str], steps: int, refresh_every: int) -> RunConfig:
+def noise_pngs(size: int, count: int = IMAGE_POOL, seed: int = 0) -> list[bytes]:
+    """`count` PNGs of `size`² pixels: a colour gradient under strong noise, the hard case for a compressor."""
+    from PIL import Image
+
+    from pipeline.images import png_bytes
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, size)
+    out = []
+    for _ in range(count):
+        base = np.stack(
+            [np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, -ramp) / 2 + 128, np.full((size, size), 128.0)],
+            -1,
+        )
+        noisy = np.clip(base * rng.uniform(0.3, 1.0, 3) + rng.normal(0, 40, (size, size, 3)), 0, 255)
+        out.append(png_bytes(Image.fromarray(noisy.astype(np.uint8))))
+    return out
+
+
+def with_images(table: pa.Table, pool: list[bytes] | None) -> pa.Table:
+    """Row i gets `pool[i % len(pool)]` as its image (None: the table's own images)."""
+    if not pool:
+        return table
+    column = pa.array([pool[i % len(pool)] for i in range(table.num_rows)], pa.binary())
+    return table.set_column(table.schema.get_field_index("image"), "image", column)
+
+
+def synthetic_config(
+    root: Path, metrics: list[str], steps: int, refresh_every: int, candidates: int = 4
+) -> RunConfig:
     return RunConfig.model_validate(
         {
             "run": {"name": "synthetic", "output_dir": str(root)},
             "model": {"pretrained": "tiny/sd15"},
+            "generation": {"num_candidates": candidates},
             "scoring": {"scorers": [{"name": m} for m in metrics]},
             "train": {"max_steps": steps, "ref_update": {"mode": "hard", "every": refresh_every}},
             "eval": {"prompts": {"manifest": "data_manifests/tiny_eval.yaml"}, "seeds_per_prompt": 4},
@@ -94,8 +125,11 @@ def write_training(paths: RunPaths, cfg: RunConfig, num_pairs: int) -> None:
     )
 
 
-def write_evaluation(paths: RunPaths, cfg: RunConfig, n_items: int, runs: list[str], seed: int) -> None:
-    """Base and tuned images of `n_items` items (one shared PNG), scored at random, through the real statistics."""
+def write_evaluation(
+    paths: RunPaths, cfg: RunConfig, n_items: int, runs: list[str], seed: int, pool: list[bytes] | None = None
+) -> None:
+    """Base and tuned images of `n_items` items (one shared PNG, or `pool`), scored at random, through the real
+    statistics."""
     from pipeline.evaluation import tables, winrates
     from pipeline.evaluation.compare import paired
 
@@ -151,16 +185,22 @@ def make_synthetic_run(
     train_steps: int | None = 300,
     eval_items: int | None = 64,
     distinct_images: bool = True,
+    image_px: int | None = None,
     seed: int = 0,
 ) -> RunConfig:
-    """Write the run's parts under `root` (None / False leaves a part out); returns the run's configuration."""
+    """Write the run's parts under `root` (None / False leaves a part out); returns the run's configuration.
+
+    `image_px`: every image is one of 16 noisy PNGs of that size (as large as a real model's) instead of a tiny
+    one; mind the table's size (a 512² noisy PNG is ≈ 0.6 MB).
+    """
     from pipeline.voting import run_vote
 
     root = Path(root)
     paths = RunPaths(root)
-    cfg = synthetic_config(root, metrics, train_steps or 1, refresh_every=50)
+    cfg = synthetic_config(root, metrics, train_steps or 1, refresh_every=50, candidates=n_candidates)
+    pool = noise_pngs(image_px, seed=seed) if image_px else None
     table = random_candidates(n_prompts, n_candidates, metrics, seed=seed, distinct_images=distinct_images)
-    write_candidates(paths, table, cfg)
+    write_candidates(paths, with_images(table, pool), cfg)
     if not vote:
         return cfg
     pairs_dir = run_vote(cfg)
@@ -168,5 +208,5 @@ def make_synthetic_run(
     if train_steps:
         write_training(paths, cfg, num_pairs)
     if eval_items:
-        write_evaluation(paths, cfg, eval_items, ["majority"], seed)
+        write_evaluation(paths, cfg, eval_items, ["majority"], seed, pool)
     return cfg

@@ -18,7 +18,7 @@ from pipeline.paths import RunPaths, table_files
 from pipeline.reporting import ReportLimits, build_report
 from pipeline.reporting.collect import collect_candidates, collect_pairs, read_curves
 from pipeline.reporting.images import ImageFolder
-from pipeline.reporting.render import SECTIONS
+from pipeline.reporting.render import SECTIONS, lowest_metric_rows
 from pipeline.testing.candidates import candidates_from_scores
 from pipeline.testing.synthetic_run import make_synthetic_run, synthetic_config, write_candidates
 from trainer.metrics_log import append_metrics, read_metrics
@@ -78,9 +78,22 @@ def test_page_of_a_whole_run_has_every_section_and_every_image_beside_it(full_ru
     # the parts the issue asks for
     for text in ("Protocol", "Package versions", "Seconds per stage", "Keep rate per strategy", "Vote margins",
                  "overruled", "Metric agreement", "winner beside loser", "implicit accuracy", "reward margin",
-                 "winner_worse", "learning rate", "reference refresh", "win rate over the base", "prompt contains"):  # fmt: skip
+                 "winner_worse", "learning rate", "reference refresh", "win rate over the base", "lowest metric",
+                 "prompt contains"):  # fmt: skip
         assert text in html, text
     assert parsed.classes.count("item") == 48 and parsed.classes.count("pair") == 24
+
+
+def test_the_lowest_metric_is_drawn_unless_the_table_has_a_worst_metric_row_of_its_own():
+    rows = [
+        ("a", "clip", 0.4, 0.3, 0.5),
+        ("a", "pick", 0.7, 0.6, 0.8),
+        ("a", "average", 0.1, 0.0, 0.2),  # a summary, not a metric
+        ("b", "clip", 0.6, 0.5, 0.7),
+        ("b", "pick", 0.5, 0.4, 0.6),
+        ("b", "worst_metric", 0.45, 0.4, 0.5),  # evaluation computed it (its own interval): shown as it is
+    ]
+    assert lowest_metric_rows(rows, ["clip", "pick"]) == [("a", "clip", 0.4, 0.3, 0.5)]
 
 
 def test_statistics_use_every_row_while_the_page_shows_a_bounded_sample(tmp_path):
