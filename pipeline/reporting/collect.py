@@ -76,10 +76,15 @@ class RunInfo:
 
 
 def collect_run(root: Path) -> RunInfo:
-    """Config (the most downstream manifest that has one), package versions, seconds and counts per stage."""
+    """Config, package versions, seconds and counts per stage, from the manifests.
+
+    The configuration shown is the evaluation's (the job's own, with the original base model), else the first
+    training's, else stage 1's: with online rounds, later rounds' configurations name the previous policy.
+    """
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
     config: dict[str, Any] | None = None
+    train_config: dict[str, Any] | None = None
     packages: dict[str, str] = {}
     created = None
     for label, paths in stage_dirs(root):
@@ -104,13 +109,13 @@ def collect_run(root: Path) -> RunInfo:
                 timings.get("train_s", 0.0)
             )
             counts[f"{prefix}training steps ({strategy})"] = int(tm.get("step", 0))
-            config = tm.get("config") or config
+            train_config = train_config or tm.get("config")
     ev = read_json(RunPaths(root).eval / "manifest.json")
     if ev:
         seconds["evaluation"] = float(ev.get("wall_seconds", 0.0))
         counts["evaluation items"] = sum(int(n) for n in ev.get("n_items", {}).values())
-        config = config or ev.get("config")
         packages = packages or ev.get("packages", {})
+    config = (ev or {}).get("config") or train_config or config
     return RunInfo(root, config, packages, seconds, counts, created)
 
 
@@ -444,6 +449,8 @@ def collect_eval(root: Path, limits: ReportLimits) -> EvalData | None:
     if not per_image_path.is_file():
         return EvalData(eval_dir, manifest, winrates, runs, [], 0)
     per_image = pl.read_parquet(per_image_path)
+    if not {"prompt_id", "seed", "prompt"} <= set(per_image.columns):  # items need their key and their prompt
+        return EvalData(eval_dir, manifest, winrates, runs, [], 0)
     keys = per_image.select("prompt_id", "seed").unique().sort("prompt_id", "seed")
     chosen = keys[sample_indices(keys.height, limits.eval_items, limits.seed).tolist()]
     rows = per_image.join(chosen, on=["prompt_id", "seed"], how="semi").sort("prompt_id", "seed")
