@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(out.eval.markdown.read_text())
     t0 = time.perf_counter()
     page = build_report(cfg.output_dir)
-    print(f"[demo] report (open it in a browser; built in {time.perf_counter() - t0:.1f}s): {page}")
+    print(f"[demo] report (open it in a browser; built in {time.perf_counter() - t0:.1f}s): {page.resolve()}")
     print(
         f"[demo] the job (prompts → stage 1 → vote → train → evaluate) took {job_seconds:.1f}s; "
         f"model {model_seconds:.1f}s (a one-time build on first use, cached like a download); "

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[job] {what}: {path}")
     if out.eval is not None:
         print(out.eval.markdown.read_text())
-    print(f"[job] report: {build_report(cfg.output_dir)}")
+    print(f"[job] report: {build_report(cfg.output_dir).resolve()}")
     return 0
 
 

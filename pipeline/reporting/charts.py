@@ -128,9 +128,9 @@ def winrate_chart(
     metrics = list(dict.fromkeys(r[1] for r in rows))
     by_key = {(r[0], r[1]): r for r in rows}
     line, gap = 16, 10
-    left, right, top = 150, 130, 46
+    left, right, top = 150, 180, 46
     height = top + len(metrics) * (len(runs) * line + gap) + 30
-    width = 640
+    width = 690
     px = (left, width - right)
     body = [f'<text x="8" y="16" class="ct">{escape(title)}</text>']
     for t in (0.0, 0.25, 0.5, 0.75, 1.0):

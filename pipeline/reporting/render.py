@@ -225,9 +225,9 @@ def candidates_part(data: CandidatesData, images: dict[str, str | None], limits:
 
 def _rank_cell(metric: str, cand: CandidateView) -> str:
     if metric in cand.best:
-        return f'<td class="best">#{cand.ranks[metric]} ▲</td>'
+        return f'<td class="best">#{cand.ranks[metric]}▲</td>'
     if metric in cand.worst:
-        return f'<td class="worst">#{cand.ranks[metric]} ▼</td>'
+        return f'<td class="worst">#{cand.ranks[metric]}▼</td>'
     return f"<td>#{cand.ranks[metric]}</td>"
 
 
@@ -525,16 +525,16 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#24292f;color:#fff;padding:10px 20px;position:sticky;top:0;z-index:2}
 header h1{font-size:18px;margin:0 0 4px}header a{color:#9cd0ff;margin-right:4px}
-main{padding:0 20px 20px}section{background:#fff;border:1px solid #ddd;border-radius:6px;margin:16px 0;padding:4px 16px 16px}
+main{padding:0 12px 20px}section{background:#fff;border:1px solid #ddd;border-radius:6px;margin:14px 0;padding:4px 12px 14px}
 h2{border-bottom:1px solid #eee;padding-bottom:4px}h4{margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0;font-size:13px}td,th{border:1px solid #e3e3e3;padding:2px 6px;text-align:left}
 th{background:#f3f5f7}table.kv td:first-child{color:#555}table.scores,table.votes{font-size:11px;margin:2px 0}
-table.scores td,table.votes td{padding:0 3px;border:none;white-space:nowrap}table.scores{width:100%}
+table.scores td,table.votes td{padding:0 1px;border:none;white-space:nowrap}table.scores{width:100%;font-size:10px}
 .cols{display:flex;flex-wrap:wrap;gap:24px}.small{color:#666;font-size:12px}
 .missing{color:#8a6d3b;background:#fcf8e3;padding:8px;border-radius:4px}
-.grid{display:flex;flex-wrap:wrap;gap:8px}.card{margin:0;border:2px solid #eee;border-radius:4px;padding:4px;width:160px;font-size:12px}
+.grid{display:flex;flex-wrap:wrap;gap:6px}.card{margin:0;border:2px solid #eee;border-radius:4px;padding:3px;width:134px;font-size:11px}
 .card.isbest{border-color:#2ca02c}.card.isworst{border-color:#d62728}.card.isbest.isworst{border-color:#9467bd}
-.card img{width:148px;height:auto;display:block}.pairrow img{width:112px;height:auto;display:block}
+.card img{width:134px;height:auto;display:block}.pairrow img{width:112px;height:auto;display:block}
 .best{color:#2ca02c;font-weight:600}.worst{color:#d62728;font-weight:600}
 .boxes{display:flex;flex-wrap:wrap;gap:10px}.pair,.item{border:1px solid #e3e3e3;border-radius:4px;padding:6px;max-width:560px;font-size:12px}
 .pairrow{display:flex;gap:10px;align-items:flex-start}figure.side{display:flex;gap:4px;align-items:flex-start}
