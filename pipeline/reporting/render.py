@@ -292,7 +292,7 @@ def pairs_part(data: PairsData, images: dict[str, str | None], limits: ReportLim
         "</div>",
     ]
     diag = data.diagnostics
-    if diag and diag.get("metrics") == data.metrics:
+    if diag is not None:
         scope = (
             f"a sample of {diag.get('sample_prompts', 0):,} of {diag.get('total_prompts', 0):,} prompts"
             if diag.get("sampled")
@@ -313,7 +313,7 @@ def pairs_part(data: PairsData, images: dict[str, str | None], limits: ReportLim
             )
             + "</div></div>"
         )
-    else:
+    elif data.agreement_kept is not None:
         parts.append(
             "<h4>Metric agreement over the kept pairs</h4><p class='small'>Share of kept pairs with the same vote "
             "(the vote wrote no diagnostics; kept pairs over-state agreement).</p>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -125,6 +126,21 @@ def test_statistics_use_every_row_while_the_page_shows_a_bounded_sample(tmp_path
     assert parsed.classes.count("card") == 12 and parsed.classes.count("pair") == 5
     assert parsed.classes.count("item") == 7
     assert len(list((page.parent / "images").iterdir())) == len(set(parsed.images))
+
+
+def test_without_the_vote_diagnostics_agreement_is_computed_over_every_kept_pair(tmp_path):
+    root = tmp_path / "run"
+    make_synthetic_run(root, 20, 4, train_steps=None, eval_items=None)
+    paths = RunPaths(root)
+    pairs = collect_pairs(paths, "majority", ReportLimits())
+    assert pairs is not None and pairs.diagnostics is not None and pairs.agreement_kept is None
+    shutil.rmtree(paths.pairs("majority") / "diagnostics")
+    pairs = collect_pairs(paths, "majority", ReportLimits())
+    assert pairs is not None and pairs.diagnostics is None and pairs.agreement_kept is not None
+    kept = pl.read_parquet(table_files(paths.pairs("majority")))
+    same = float((kept["vote_hpsv21"] == kept["vote_clip"]).mean())
+    assert pairs.agreement_kept[0, 1] == pairs.agreement_kept[1, 0] == pytest.approx(same)
+    assert "Metric agreement over the kept pairs" in parse(build_report(root))[0]
 
 
 def test_parts_not_run_yet_are_sections_that_say_so(tmp_path):
