@@ -141,7 +141,7 @@ def write_evaluation(
         table = random_candidates(
             n_prompts, cfg.eval.seeds_per_prompt, metrics, seed=seed + k, distinct_images=False
         )
-        frame = pl.from_arrow(table)
+        frame = pl.from_arrow(with_images(table, pool))
         assert isinstance(frame, pl.DataFrame)
         frames.append(
             frame.with_columns(pl.lit(model).alias("model"), (pl.col("image_id") + f"-{k}").alias("image_id"))
