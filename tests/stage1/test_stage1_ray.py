@@ -322,7 +322,7 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
     expected = read_rows(tmp_path / "baseline" / "candidates")
     got = read_rows(candidates)
     assert got.column("image_id").equals(expected.column("image_id"))
-    # The resumed run batches the remaining items differently: equal up to float rounding (tests/numerics.py).
+    # The resumed run batches the remaining items differently: equal up to float rounding (tests/helpers/numerics.py).
     assert_images_close(got.column("image").to_pylist(), expected.column("image").to_pylist())
     assert_close_at_scale(
         np.stack(got.column("latent").to_numpy(zero_copy_only=False)),

@@ -106,7 +106,7 @@ def test_images_without_latents_are_vae_encoded_once(tmp_path):
     pixels = pipe.image_processor.preprocess(Image.open(io.BytesIO(cands[image_id]["image"])).convert("RGB"))
     with torch.no_grad():
         direct = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-    # A batched and a single encode round differently (tests/numerics.py): equal relative to the latents' scale.
+    # A batched and a single encode round differently (tests/helpers/numerics.py): equal relative to the latents' scale.
     assert_close_at_scale(data.latents[0], direct[0].numpy())
     calls = factory.calls
     _prepare(run, factory)
