@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-fast test-slow lint format bench install clean
+.PHONY: demo test test-fast test-slow lint format bench install clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipeline.demo --config $(CONFIG)
 
+# The report's browser test (tests/reporting/test_report_browser.py) drives Debian's Chromium and its driver with
+# selenium: browsers that download themselves cannot work offline. Installed here when missing (as root, or with
+# passwordless sudo); where that fails the test is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  ( $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ) || \
+	  echo "[make] could not install chromium and chromium-driver: the report's browser test will be skipped"; fi
+
 # The embedded default model (configs/tiny.yaml) is built once up front (~9 min on 2 cores, then cached), so no
-# test pays for it inside a subprocess or Ray actor with a timeout.
-test: $(STAMP)
+# test pays for it inside a subprocess or Ray actor with a timeout. The browser test's screenshot of a report is
+# copied to runs/test-artifacts/report.png for people to look at.
+test: $(STAMP) browser
 	$(PY) -m pipeline.models.zoo tiny/sd15-pretrained
-	$(PY) -m pytest -m "not slow" -q tests
+	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -q tests
 
 # The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training.
 test-fast: $(STAMP)

@@ -3,9 +3,10 @@
     python -m pipeline.demo --config configs/tiny.yaml [--set key=value ...]
 
 prompts → stage 1 (local Ray: generate + score with five tiny metrics) → majority vote → Diffusion-DPO with the
-dynamic reference → evaluation on held-out prompts and seeds. The first run also builds the tiny models into the
-local cache (the pre-trained tiny UNet takes about two minutes on two CPU cores); later runs reuse them, and
-rerunning in the same directory skips images that are already generated.
+dynamic reference → evaluation on held-out prompts and seeds → the run's report (`<run>/report/index.html`). The
+first run also builds the tiny models into the local cache (the pre-trained tiny UNet takes about two minutes on
+two CPU cores); later runs reuse them, and rerunning in the same directory skips images that are already
+generated.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 from pipeline.config import add_config_arguments, load_config
 from pipeline.models.zoo import resolve_pretrained
+from pipeline.reporting import build_report
 from pipeline.workflows.job import run_job
 
 
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.eval is not None:
         print()
         print(out.eval.markdown.read_text())
+    t0 = time.perf_counter()
+    page = build_report(cfg.output_dir)
+    print(f"[demo] report (open it in a browser; built in {time.perf_counter() - t0:.1f}s): {page.resolve()}")
     print(
         f"[demo] the job (prompts → stage 1 → vote → train → evaluate) took {job_seconds:.1f}s; "
         f"model {model_seconds:.1f}s (a one-time build on first use, cached like a download); "

@@ -2,7 +2,7 @@
 
     python -m pipeline.job --config configs/tiny.yaml [--set run.rounds=3]
 
-The work is `pipeline.workflows.job.run_job`.
+The work is `pipeline.workflows.job.run_job`; at the end the run's report is written (`pipeline.reporting`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # `python pipeline/job.py`: make the project impo
 import argparse
 
 from pipeline.config import add_config_arguments, load_config
+from pipeline.reporting import build_report
 from pipeline.workflows.job import run_job
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[job] {what}: {path}")
     if out.eval is not None:
         print(out.eval.markdown.read_text())
+    print(f"[job] report: {build_report(cfg.output_dir).resolve()}")
     return 0
 
 

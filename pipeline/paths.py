@@ -9,6 +9,7 @@
       eval/                    evaluation: candidates/, winrates.{md,parquet,png}, per_image.parquet
       ablation/<variant>/      one run directory per ablation variant; ablation/eval/ compares them
       round_<r>/               online rounds (run.rounds > 1): a run directory per round, plus policy/
+      report/                  the run's HTML report: index.html and the images it shows
 
 Every table directory holds its rows in `part-<key>.parquet` files beside a `manifest.json`; readers list the
 files with `table_files` (a directory without a manifest is an unfinished write). A strategy's directory is its
@@ -80,6 +81,10 @@ class RunPaths:
     @property
     def ablation_eval(self) -> Path:
         return self.root / "ablation" / "eval"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
 
     def round(self, r: int) -> RunPaths:
         return RunPaths(self.root / f"round_{r}")

@@ -6,8 +6,8 @@ only `<run>/pairs/<strategy>/` and `<run>/candidates/`, so it can be rerun alone
 
     cache/<key>/          latents, text embeddings (built once, see trainer/data.py)
     checkpoints/checkpoint-NNNNNNN/   accelerate state (trainer/checkpoints.py)
-    logs/                 tensorboard
-    final/                diffusers-format weights (trainer/export.py)
+    logs/                 tensorboard, and metrics.jsonl (trainer/metrics_log.py) for the report
+    final/                diffusers-format weights (trainer/export.py) and their model card (README.md)
     manifest.json         config, effective batch and learning rate, data counts, prompt dropout, refreshes,
                           metrics before/after, timings, status
 
@@ -38,10 +38,12 @@ from torch.profiler import record_function
 from pipeline.config import RunConfig, TrainSection
 from pipeline.io import write_manifest
 from pipeline.paths import RunPaths
+from pipeline.reporting.model_card import write_model_card
 from trainer.checkpoints import TrainState, find_checkpoint, save_checkpoint
 from trainer.data import TrainData, prepare_train_data
 from trainer.export import save_final_weights
 from trainer.images import ImageRule
+from trainer.metrics_log import METRICS_FILE, append_metrics
 from trainer.policy import build_training, load_models
 from trainer.reference import UNetReference, should_refresh
 from trainer.scaling import describe_scaling, effective_batch, effective_learning_rate
@@ -282,6 +284,8 @@ class DPORecipe:
         self.last_metrics = reduce_window(self.accelerator, window, steps)
         self.last_metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         self.accelerator.log({f"train/{k}": v for k, v in self.last_metrics.items()}, step=self.state.step)
+        if self.accelerator.is_main_process:  # the report's curves, whatever the tracker
+            append_metrics(self.logs_dir / METRICS_FILE, self.state.step, self.last_metrics)
         progress.set_postfix(
             loss=f"{self.last_metrics['loss']:.4f}", acc=f"{self.last_metrics['implicit_acc']:.2f}"
         )
@@ -306,6 +310,8 @@ class DPORecipe:
         manifest = self.out_dir / "manifest.json"
         if acc.is_main_process:
             self._write_manifest(status, written_final)
+            if written_final is not None:  # the hub model card, from the manifest just written
+                write_model_card(written_final, self.out_dir)
         acc.wait_for_everyone()
         return TrainOutputs(
             train_dir=self.out_dir,

@@ -11,7 +11,8 @@ skips images already there.
 
 Writes, in the eval directory: `winrates.md` (runs side by side), `winrates.parquet` (one row per run × metric),
 `per_image.parquet` (one row per run × item: both image ids, every score, every win), `winrates.png` (per-metric
-bars with CIs, runs grouped) and `manifest.json`. The statistics are `pipeline.evaluation.winrates`, the tables and
+bars with CIs, runs grouped) and `manifest.json`; and the win rates into the model card (`README.md`) of every
+evaluated trainer output. The statistics are `pipeline.evaluation.winrates`, the tables and
 plot `pipeline.evaluation.tables`.
 """
 
@@ -38,6 +39,7 @@ from pipeline.evaluation.models import (
 )
 from pipeline.io import write_manifest
 from pipeline.paths import RunPaths, table_files
+from pipeline.reporting.model_card import CardEvaluation, write_model_card
 from pipeline.schema import SCORE_PREFIX
 from pipeline.stage1 import run_stage1
 from pipeline.stage1.batches import ScorerFactory
@@ -210,4 +212,32 @@ def evaluate(
         ),
         frame=frame,
     )
+    refresh_model_cards(cfg, models, frame)
     return outputs
+
+
+def card_evaluation(cfg: RunConfig, run: str, frame: pl.DataFrame) -> CardEvaluation:
+    """One evaluated model's rows of the win-rate table, with what a model card says about how they were made."""
+    prompts = cfg.eval.prompts
+    source = (prompts.manifest or prompts.path or "–") if prompts is not None else "–"
+    return CardEvaluation(
+        run=run,
+        rows=frame.filter(pl.col("run") == run).to_dicts(),
+        compared_with=f"the base model `{cfg.model.pretrained}`",
+        prompts=f"`{source}`" + (f", first {prompts.limit}" if prompts is not None and prompts.limit else ""),
+        seeds_per_prompt=cfg.eval.seeds_per_prompt,
+        confidence=cfg.eval.confidence,
+        bootstrap_samples=cfg.eval.bootstrap_samples,
+    )
+
+
+def refresh_model_cards(cfg: RunConfig, models: Sequence[TunedModel], frame: pl.DataFrame) -> list[Path]:
+    """Each evaluated trainer output's model card, rewritten with its win rates (trainer outputs only)."""
+    written = []
+    for model in models:
+        weights = model.weights_dir
+        if weights is None or not (weights.parent / "manifest.json").is_file():
+            continue  # not `train/<strategy>/final/`: no training manifest to describe it
+        card = card_evaluation(cfg, model.name, frame)
+        written.append(write_model_card(weights, weights.parent, evaluation=card))
+    return written

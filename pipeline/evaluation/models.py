@@ -48,13 +48,22 @@ class TunedLoader:
         return load_tuned_pipeline(self.base, self.weights_dir)
 
 
+# The model card describes the weights and is rewritten by every evaluation: not part of what was trained.
+NOT_WEIGHTS = frozenset({"README.md"})
+
+
 def fingerprint(directory: str | Path) -> str:
     """A short id of a weights directory's files (names, sizes, modification times): changes when retrained."""
     directory = Path(directory)
     if not directory.is_dir():
         raise EvalError(f"weights directory not found: {directory}")
     h = hashlib.sha1()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    files = (
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.relative_to(directory).as_posix() not in NOT_WEIGHTS
+    )
+    for path in sorted(files):
         stat = path.stat()
         h.update(f"{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:10]

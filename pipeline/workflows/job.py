@@ -19,8 +19,10 @@ from pathlib import Path
 
 from pipeline.config import ModelSection, RunConfig, derive_config
 from pipeline.evaluation import EvalOutputs, TunedModel, evaluate
+from pipeline.evaluation.compare import card_evaluation
 from pipeline.io import atomic_directory
 from pipeline.paths import RunPaths
+from pipeline.reporting.model_card import write_model_card
 from pipeline.stage1.batches import ScorerFactory
 from pipeline.voting import disk_name
 
@@ -91,6 +93,7 @@ def export_policy(base: ModelSection, weights_dir: Path, target: Path) -> Path:
         pipe.unload_lora_weights()
     with atomic_directory(target) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
+        write_model_card(staging, Path(weights_dir).parent, kind="pipeline")
     return target
 
 
@@ -152,4 +155,10 @@ def run_job(
         t0 = time.perf_counter()
         evaluation = evaluate(cfg, tuned, scorer_factory=scorer_factory, progress=progress)
         timings["eval_s"] = time.perf_counter() - t0
+        for done, evaluated in zip(
+            rounds, tuned, strict=True
+        ):  # a round's policy card gets the same win rates
+            if done.policy_dir is not None:
+                card = card_evaluation(cfg, evaluated.name, evaluation.frame)
+                write_model_card(done.policy_dir, done.train_dir, kind="pipeline", evaluation=card)
     return JobOutputs(rounds=rounds, eval=evaluation, tuned=tuned, seconds=timings)

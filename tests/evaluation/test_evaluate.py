@@ -79,6 +79,17 @@ def test_fingerprint_changes_when_weights_are_rewritten(tmp_path):
         fingerprint(tmp_path / "missing")
 
 
+def test_fingerprint_ignores_the_model_card_that_every_evaluation_rewrites(tmp_path):
+    """Otherwise refreshing the card would make the next evaluation regenerate every tuned image."""
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "w.bin").write_bytes(b"abc")
+    first = fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("---\nlibrary_name: diffusers\n---\n")
+    assert fingerprint(tmp_path) == first
+    (tmp_path / "unet" / "README.md").write_text("a file inside the weights is still part of them")
+    assert fingerprint(tmp_path) != first
+
+
 def test_tuned_specs(tmp_path):
     final = tmp_path / "train" / "sum" / "final"
     final.mkdir(parents=True)

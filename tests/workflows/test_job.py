@@ -15,6 +15,7 @@ from diffusers import UNet2DConditionModel
 
 from pipeline.config import load_config
 from pipeline.evaluation import evaluate
+from pipeline.reporting.model_card import read_front_matter
 from pipeline.stage1.store import count_rows
 from pipeline.workflows.job import run_job
 
@@ -73,6 +74,13 @@ def _two_rounds_then_evaluation(tmp_path):
     per_image = pl.read_parquet(out.eval.per_image)
     assert per_image.height == 8 and set(per_image["seed"]) == {1_000_000, 1_000_001}
     assert "| round_0 |" in out.eval.markdown.read_text()
+
+    # Each round's weights and its exported policy carry a model card with that round's evaluation.
+    policy_card = (r0.policy_dir / "README.md").read_text()
+    assert read_front_matter(policy_card)["library_name"] == "diffusers"
+    assert "A complete diffusers pipeline" in policy_card and "| majority |" in policy_card
+    for r in (r0, r1):
+        assert "| majority |" in (r.final_dir / "README.md").read_text()
 
     # A rerun finds every image already generated and reproduces the same table.
     n_images = count_rows(out.eval.candidates_dir)
