@@ -20,7 +20,8 @@ if __package__ in (
 
 import argparse
 
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.workflows.ablation import parse_variant, run_ablation
 
 
@@ -32,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=STRATEGY[:OPTION]...")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = run_ablation(cfg, [parse_variant(v) for v in args.variant], progress=not args.no_progress)
-    print(out.eval.markdown.read_text())
-    for what, path in out.eval.paths().items():
-        print(f"[ablation] {what}: {path}")
-    print(f"[ablation] seconds: { {k: round(v, 1) for k, v in out.seconds.items()} }")
+    cfg = cli_config(args)
+    with console_session(cfg.output_dir, "ablation", cfg.run.verbose):
+        out = run_ablation(cfg, [parse_variant(v) for v in args.variant], progress=not args.no_progress)
+        say(out.eval.markdown.read_text().rstrip())
+        for what, path in out.eval.paths().items():
+            say(f"[ablation] {what}: {path}")
+        say(f"[ablation] seconds: { {k: round(v, 1) for k, v in out.seconds.items()} }")
     return 0
 
 

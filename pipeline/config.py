@@ -31,6 +31,9 @@ class RunSection(Section):
     seed: int = 0
     # Online rounds: round r generates its candidates with the policy trained in round r-1.
     rounds: int = Field(1, ge=1)
+    verbose: bool = Field(
+        False, description="the libraries' own output on the console too (it always goes to <run>/logs/)"
+    )
 
 
 class ModelSection(Section):
@@ -393,7 +396,7 @@ def check_files(cfg: RunConfig, where: str) -> None:
 
 
 def add_config_arguments(parser: Any) -> None:
-    """The two arguments every entry point shares: --config FILE and repeated --set key=value."""
+    """What every entry point shares: --config FILE, repeated --set key=value, and -v/--verbose."""
     parser.add_argument("--config", default="configs/tiny.yaml", help="run configuration (YAML)")
     parser.add_argument(
         "--set",
@@ -403,3 +406,15 @@ def add_config_arguments(parser: Any) -> None:
         metavar="KEY=VALUE",
         help="override one key, e.g. --set train.beta=2000 (repeatable)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own output too (run.verbose; it always goes to <run>/logs/)",
+    )
+
+
+def cli_config(args: Any) -> RunConfig:
+    """The config of a command line: `--config` with its `--set` overrides, and `-v` as `run.verbose`."""
+    overrides = list(args.overrides) + (["run.verbose=true"] if getattr(args, "verbose", False) else [])
+    return load_config(args.config, overrides)

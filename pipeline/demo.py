@@ -12,10 +12,10 @@ generated.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.models.zoo import resolve_pretrained
 from pipeline.reporting import build_report
 from pipeline.workflows.job import run_job
@@ -26,40 +26,31 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("pipeline.models.pretrain").setLevel(
-        logging.INFO
-    )  # progress of the one-time model build
+    cfg = cli_config(args)
+    with console_session(cfg.output_dir, "demo", cfg.run.verbose):
+        started = time.perf_counter()
+        path = resolve_pretrained(cfg.model.pretrained)
+        model_seconds = time.perf_counter() - started
+        say(f"[demo] model {cfg.model.pretrained}: {path}")
 
-    started = time.perf_counter()
-    print(f"[demo] model {cfg.model.pretrained} (built into the local cache on first use)", flush=True)
-    t0 = time.perf_counter()
-    path = resolve_pretrained(cfg.model.pretrained)
-    model_seconds = time.perf_counter() - t0
-    print(f"[demo] model ready in {model_seconds:.1f}s: {path}", flush=True)
+        t0 = time.perf_counter()
+        out = run_job(cfg, progress=not args.no_progress)
+        job_seconds = time.perf_counter() - t0
+        page = build_report(cfg.output_dir).resolve()
 
-    t0 = time.perf_counter()
-    out = run_job(cfg, progress=not args.no_progress)
-    job_seconds = time.perf_counter() - t0
-
-    print("\n[demo] where everything is:")
-    for what, where in out.paths().items():
-        print(f"  {what:32s} {where}")
-    print("\n[demo] seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out.seconds.items()))
-    if out.eval is not None:
-        print()
-        print(out.eval.markdown.read_text())
-    t0 = time.perf_counter()
-    page = build_report(cfg.output_dir)
-    print(f"[demo] report (open it in a browser; built in {time.perf_counter() - t0:.1f}s): {page.resolve()}")
-    print(
-        f"[demo] the job (prompts → stage 1 → vote → train → evaluate) took {job_seconds:.1f}s; "
-        f"model {model_seconds:.1f}s (a one-time build on first use, cached like a download); "
-        f"total {time.perf_counter() - started:.1f}s"
-    )
+        say("\n[demo] where everything is:")
+        for what, where in out.paths().items():
+            say(f"  {what:32s} {where}")
+        say(f"  {'report (open it in a browser)':32s} {page}")
+        if out.eval is not None:
+            say("\n" + out.eval.markdown.read_text().rstrip() + "\n")
+        say("[demo] seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out.seconds.items()))
+        say(
+            f"[demo] the job (prompts → stage 1 → vote → train → evaluate) took {job_seconds:.1f}s; "
+            f"total {time.perf_counter() - started:.1f}s (model {model_seconds:.1f}s)"
+        )
     return 0
 
 

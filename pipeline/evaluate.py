@@ -19,13 +19,10 @@ if __package__ in (
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
-import json
 
-import polars as pl
-
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.evaluation import evaluate
-from pipeline.evaluation.tables import side_by_side
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,16 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="evaluation directory (default <run>/eval)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = evaluate(cfg, args.tuned, out_dir=args.out_dir, progress=not args.no_progress)
-    print(side_by_side(out.frame))
-    for what, path in out.paths().items():
-        print(f"[eval] {what}: {path}")
-    print(
-        json.dumps(
-            {r["run"]: r["win_rate"] for r in out.frame.filter(pl.col("metric") == "majority").to_dicts()}
-        )
-    )
+    cfg = cli_config(args)
+    with console_session(cfg.output_dir, "evaluate", cfg.run.verbose):
+        out = evaluate(cfg, args.tuned, out_dir=args.out_dir, progress=not args.no_progress)
+        say(out.markdown.read_text().rstrip())
+        for what, path in out.paths().items():
+            say(f"[evaluate] {what}: {path}")
     return 0
 
 

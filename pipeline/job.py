@@ -15,7 +15,8 @@ if __package__ in (None, ""):  # `python pipeline/job.py`: make the project impo
 
 import argparse
 
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.reporting import build_report
 from pipeline.workflows.job import run_job
 
@@ -27,13 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = run_job(cfg, progress=not args.no_progress)
-    for what, path in out.paths().items():
-        print(f"[job] {what}: {path}")
-    if out.eval is not None:
-        print(out.eval.markdown.read_text())
-    print(f"[job] report: {build_report(cfg.output_dir).resolve()}")
+    cfg = cli_config(args)
+    with console_session(cfg.output_dir, "job", cfg.run.verbose):
+        out = run_job(cfg, progress=not args.no_progress)
+        for what, path in out.paths().items():
+            say(f"[job] {what}: {path}")
+        if out.eval is not None:
+            say(out.eval.markdown.read_text().rstrip())
+        say(f"[job] report: {build_report(cfg.output_dir).resolve()}")
     return 0
 
 

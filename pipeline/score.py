@@ -14,7 +14,8 @@ if __package__ in (None, ""):
     # Run as a script: make the project root importable (ray job submit uploads it as the working dir).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.stage1 import run_stage1
 
 
@@ -26,16 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=0, help="online round written to the `round` column")
     parser.add_argument("--model", default=None, help="generate with this model instead of model.pretrained")
     parser.add_argument("--out-dir", default=None, help="run directory (default: run.output_dir)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line or bar")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = run_stage1(
-        cfg, model_ref=args.model, round=args.round, out_dir=args.out_dir, progress=not args.no_progress
-    )
-    print(
-        f"[stage 1] {out.n_written} new rows; {out.n_rows} candidates in {out.candidates_dir}, "
-        f"{out.n_errors} quarantined in {out.errors_dir}; manifest {out.manifest}"
-    )
+    cfg = cli_config(args)
+    with console_session(args.out_dir or cfg.output_dir, "score", cfg.run.verbose):
+        out = run_stage1(
+            cfg, model_ref=args.model, round=args.round, out_dir=args.out_dir, progress=not args.no_progress
+        )
+        say(f"[score] {out.n_rows} candidates, {out.n_errors} quarantined; manifest {out.manifest}")
     return 0
 
 

@@ -18,10 +18,9 @@ if __package__ in (None, ""):  # `python pipeline/vote.py`: make the project imp
 
 import argparse
 
-from pipeline.config import ConfigError, add_config_arguments, load_config
-from pipeline.io import read_manifest
+from pipeline.config import ConfigError, add_config_arguments, cli_config
+from pipeline.console import console_session
 from pipeline.voting import CandidatesError, StrategyError, expand_strategies, run_vote, scan_candidates
-from pipeline.voting.strategies import disk_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,18 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = cli_config(args)
         names = args.strategy or [cfg.vote.strategy]
         if "all" in names:
             _, metrics = scan_candidates(args.candidates or cfg.output_dir / "candidates", cfg.vote.metrics)
             names = expand_strategies(names, metrics)
-        for name in names:
-            out = run_vote(cfg, name, args.candidates)
-            c = read_manifest(out)["counts"]
-            print(
-                f"{disk_name(name)}: kept {c['pairs_kept']:,} of {c['pairs_formed']:,} pairs "
-                f"(dropped {c['pairs_dropped']}) → {out}"
-            )
+        with console_session(cfg.output_dir, "vote", cfg.run.verbose):
+            for name in names:
+                run_vote(cfg, name, args.candidates)  # says what it kept and where
     except (ConfigError, CandidatesError, StrategyError) as exc:
         print(f"vote: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 from helpers.configs import ROOT, run_config
+from helpers.small_demo import DemoRun, run_small_demo
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +45,9 @@ def _ray_does_not_outlive_its_module():
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> DemoRun:
+    """One small real demo for the whole session (the console test and the report's browser test read it)."""
+    return run_small_demo(tmp_path_factory.mktemp("small_demo") / "run")

@@ -7,15 +7,14 @@ other stage, so it can be rerun alone on cached pairs. From Python: `from traine
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import ConfigError, add_config_arguments, load_config
+from pipeline.config import ConfigError, add_config_arguments, cli_config
+from pipeline.console import console_session
 from trainer.data import TrainDataError
 from trainer.recipe import NonFiniteLossError, TrainOutputs, train
 
@@ -32,26 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint and exit after this optimizer step (a later run resumes from there)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
-        out = train(cfg, stop_at_step=args.stop_at_step)
+        cfg = cli_config(args)
+        with console_session(cfg.output_dir, "train", cfg.run.verbose):
+            train(cfg, stop_at_step=args.stop_at_step)  # says how far it got and where the weights are
     except (ConfigError, TrainDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    print(f"[train] step {out.step} → {out.train_dir}")
-    if out.final_dir is not None:
-        print(f"[train] final weights: {out.final_dir}")
-    if out.eval_after:
-        print(
-            f"[train] implicit accuracy on {cfg.train.eval_pairs} pairs: "
-            f"{out.eval_before.get('implicit_acc', float('nan')):.3f} → {out.eval_after['implicit_acc']:.3f}"
-        )
     return 0
 
 

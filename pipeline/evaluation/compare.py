@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import RunConfig
+from pipeline.console import say
 from pipeline.evaluation import tables, winrates
 from pipeline.evaluation.models import (
     EvalError,
@@ -83,6 +84,7 @@ def _generate(cfg: RunConfig, eval_dir: Path, models: dict[str, Any], scorer_fac
         out_dir=eval_dir,
         scorer_factory=scorer_factory,
         progress=progress,
+        stage="eval",
     )
 
 
@@ -213,6 +215,11 @@ def evaluate(
         frame=frame,
     )
     refresh_model_cards(cfg, models, frame)
+    for row in frame.filter(pl.col("metric") == winrates.MAJORITY).iter_rows(named=True):
+        say(
+            f"eval: {row['run']} over the base on {row['n']} items, majority win rate {row['win_rate']:.3f} "
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] → {outputs.markdown}"
+        )
     return outputs
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 from PIL import Image
 
 from pipeline.config import GenerationSection, RunConfig, ScorerSpec
+from pipeline.console import quiet_libraries
 from pipeline.images import decode_images
 from pipeline.schema import CANDIDATE_FIELDS, SCORE_PREFIX
 from pipeline.stage1.errors import ScoringError, Stage1Error
@@ -75,6 +76,8 @@ class GenerateBatch:
         model_refs: Mapping[str, ModelRef] | None = None,
     ) -> None:
         self.cfg, self.device = cfg, device
+        if not cfg.run.verbose:
+            quiet_libraries()  # loading bars of a worker process say nothing a user needs
         self.gen: GenerationSection = cfg.generation
         self.refs = dict(model_refs) if model_refs is not None else None
         self.loaded: str | None = None
@@ -160,9 +163,12 @@ class ScoreBatch:
         specs: Sequence[ScorerSpec],
         on_error: str = "fail",
         scorer_factory: ScorerFactory | None = None,
+        quiet: bool = True,
     ) -> None:
         if on_error not in ("fail", "quarantine"):
             raise ValueError(f"on_error must be 'fail' or 'quarantine', got {on_error!r}")
+        if quiet:
+            quiet_libraries()
         factory = scorer_factory or default_scorer_factory
         self.on_error = on_error
         self.scorers = [(spec.name, factory(spec)) for spec in specs]

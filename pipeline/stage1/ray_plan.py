@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.config import RunConfig
+from pipeline.console import Progress
 from pipeline.stage1.batches import GenerateBatch, ScoreBatch, ScorerFactory
 from pipeline.stage1.errors import find_stage1_error
 from pipeline.stage1.plan import ModelRef
@@ -111,6 +112,7 @@ def build_dataset(
                 "specs": group,
                 "on_error": scoring.on_error,
                 "scorer_factory": scorer_factory,
+                "quiet": not cfg.run.verbose,
             },
             batch_size=max(s.batch_size for s in group),
             batch_format="pyarrow",
@@ -128,22 +130,27 @@ def execute(
     model_refs: Mapping[str, ModelRef],
     scorer_factory: ScorerFactory | None,
     progress: bool,
+    stage: str = "stage 1",
 ) -> None:
-    """Run the plan for `items` and write every batch that comes back; a worker's Stage1Error is re-raised."""
+    """Run the plan for `items` and write every batch that comes back; a worker's Stage1Error is re-raised.
+
+    Progress is ours (`pipeline.console.Progress`, images written): Ray Data's own bars and execution summaries
+    are off, they would repeat it in Ray's vocabulary.
+    """
     from ray.data import DataContext
-    from tqdm.auto import tqdm
 
     ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
     warn_if_short_of_resources(cfg, not relabel)
     context = DataContext.get_current()
-    context.enable_progress_bars = progress
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     # A worker's Stage1Error reaches this process as itself (inside Ray's RayTaskError), not as a UserCodeException
     # whose cause is lost on the way: `find_stage1_error` recognises it by type.
     context.raise_original_map_exception = True
     ds = build_dataset(
         items, cfg, generating=not relabel, model_refs=model_refs, scorer_factory=scorer_factory
     )
-    bar = tqdm(total=items.num_rows, unit="img", desc="candidates written", disable=not progress)
+    bar = Progress(stage, items.num_rows, "images", enabled=progress)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             bar.update(store.write(batch))

@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import PromptsSection, RunConfig
+from pipeline.console import say
 from pipeline.data.prompts import PromptSet
 from pipeline.paths import RunPaths
 from pipeline.stage1.batches import ScorerFactory
@@ -77,8 +78,12 @@ def run_stage1(
     out_dir: str | Path | None = None,
     scorer_factory: ScorerFactory | None = None,
     progress: bool = True,
+    stage: str = "stage 1",
 ) -> Stage1Outputs:
-    """Generate (or import) and score every missing candidate; see the module docstring for the arguments."""
+    """Generate (or import) and score every missing candidate; see the module docstring for the arguments.
+
+    `stage` names this call in the progress and summary lines (the evaluation's is `eval`).
+    """
     started = time.time()
     paths = RunPaths(Path(out_dir) if out_dir is not None else cfg.output_dir)
     store = CandidateStore(paths, [s.name for s in cfg.scoring.scorers])
@@ -111,7 +116,7 @@ def run_stage1(
     call.update(n_planned=n_planned, n_skipped_existing=n_planned - items.num_rows)
 
     if items.num_rows:
-        execute(items, cfg, store, relabel, refs, scorer_factory, progress)
+        execute(items, cfg, store, relabel, refs, scorer_factory, progress, stage)
 
     wall = time.time() - started
     call.update(
@@ -128,6 +133,11 @@ def run_stage1(
         scoring_workers=cfg.scoring.num_workers,
     )
     manifest = store.write_manifest(call, config=cfg.model_dump(mode="json"))
+    quarantined = f", {store.n_errors} quarantined in {store.errors_dir}" if store.n_errors else ""
+    say(
+        f"{stage}: {store.n_written} new images ({n_planned - items.num_rows} already there){quarantined} "
+        f"in {wall:.0f} s → {store.candidates_dir}"
+    )
     return Stage1Outputs(
         run_dir=paths.root,
         candidates_dir=store.candidates_dir,

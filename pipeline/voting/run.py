@@ -32,6 +32,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import RunConfig, VoteSection
+from pipeline.console import say
 from pipeline.io import atomic_directory, read_manifest, write_manifest
 from pipeline.paths import RunPaths, table_files
 from pipeline.voting.dataset_pairs import HUMAN, given_pairs, write_human_pairs
@@ -137,6 +138,19 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     Everything is written into a staging directory that replaces the previous one whole only when complete: a
     reader never sees half a vote, and a failed one leaves the previous pairs as they were.
     """
+    started = time.perf_counter()
+    out = _vote(cfg, strategy, candidates_dir)
+    c = read_manifest(out)["counts"]
+    dropped = ", ".join(f"{n:,} {why}" for why, n in sorted(c.get("pairs_dropped", {}).items()) if n)
+    say(
+        f"vote ({out.name}): kept {c['pairs_kept']:,} of {c['pairs_formed']:,} pairs"
+        + (f" (dropped: {dropped})" if dropped else "")
+        + f" in {time.perf_counter() - started:.1f} s → {out}"
+    )
+    return out
+
+
+def _vote(cfg: RunConfig, strategy: str | None, candidates_dir: Path | None) -> Path:
     started = time.perf_counter()
     paths = RunPaths(cfg.output_dir)
     candidates_dir = Path(candidates_dir or paths.candidates)

@@ -11,59 +11,30 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers.browser import full_page_screenshot, missing_browser, start_browser
-from helpers.configs import ROOT
 
 from pipeline.reporting.model_card import read_front_matter
 from pipeline.reporting.render import SECTIONS
 
 pytestmark = [pytest.mark.ray, pytest.mark.train]
 
-SMALL_DEMO = [
-    "model.pretrained=tiny/sd15",
-    "prompts.limit=3",
-    "generation.num_candidates=3",
-    "generation.num_inference_steps=3",
-    "eval.prompts.limit=2",
-    "eval.seeds_per_prompt=2",
-    "eval.bootstrap_samples=200",
-    "train.max_steps=4",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.ref_update.every=2",
-    "train.tracker=none",
-    "train.eval_pairs=4",
-]
-
 
 @pytest.fixture(scope="module")
-def demo_page(tmp_path_factory) -> Path:
+def demo_page(small_demo) -> Path:
     reason = missing_browser()
     if reason:
         pytest.skip(f"headless Chromium unavailable: {reason}")
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    overrides = [arg for o in [f"run.output_dir={run_dir}", *SMALL_DEMO] for arg in ("--set", o)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.demo",
-        "--config",
-        "configs/tiny.yaml",
-        "--no-progress",
-        *overrides,
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    match = re.search(r"\[demo\] report .*: (\S+index\.html)$", done.stdout, flags=re.MULTILINE)
-    assert match, f"the demo prints where its report is:\n{done.stdout[-2000:]}"
+    assert small_demo.returncode == 0, small_demo.stdout[-3000:] + small_demo.stderr[-3000:]
+    match = re.search(
+        r"^  report \(open it in a browser\)\s+(\S+index\.html)$", small_demo.stdout, re.MULTILINE
+    )
+    assert match, f"the demo prints where its report is:\n{small_demo.stdout[-2000:]}"
     page = Path(match.group(1))
-    assert page == run_dir / "report" / "index.html" and page.is_file()
+    assert page == small_demo.run_dir / "report" / "index.html" and page.is_file()
     return page
 
 

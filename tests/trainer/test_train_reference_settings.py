@@ -80,7 +80,8 @@ def test_human_baseline_is_one_command_each_on_an_imported_dataset(tmp_path, cap
     config.write_text(cfg.to_yaml())
     assert vote_main(["--config", str(config), "--strategy", "human"]) == 0
     assert train_main(["--config", str(config), "--set", "train.strategy=human"]) == 0
-    assert "final weights" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "train (human): step 2 of 2" in said and str(cfg.output_dir / "train" / "human" / "final") in said
     manifest = read_manifest(cfg.output_dir / "train" / "human")
     assert manifest["status"] == "finished" and manifest["config"]["train"]["strategy"] == "human"
     assert manifest["num_pairs"] == PICKAPIC_LIKE_FACTS["human_pairs_kept"]

@@ -81,7 +81,7 @@ def test_human_strategy_writes_the_datasets_labels(tmp_path, capsys):
     config = tmp_path / "relabel.yaml"
     config.write_text(cfg.to_yaml())
     assert main(["--config", str(config), "--strategy", "human"]) == 0
-    assert "human: kept 7 of 11 pairs" in capsys.readouterr().out
+    assert "vote (human): kept 7 of 11 pairs" in capsys.readouterr().out
     out = RunPaths(cfg.output_dir).pairs("human")
     counts = read_manifest(out)["counts"]
     assert counts["pairs_kept"] == FACTS["human_pairs_kept"]

@@ -121,7 +121,7 @@ def test_cli_runs_several_strategies(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"run": {"output_dir": str(tmp_path)}, "vote": {"diagnostics": False}}))
     assert main(["--config", str(config), "--strategy", "single:pick", "--strategy", "sum"]) == 0
     assert {p.name for p in (tmp_path / "pairs").iterdir()} == {"single_pick", "sum"}
-    assert "single_pick: kept" in capsys.readouterr().out
+    assert "vote (single_pick): kept" in capsys.readouterr().out
     assert main(["--config", str(config), "--strategy", "all"]) == 0
     expected = {"majority", "weighted_majority", "sum", "normalized_sum", "random_metric"}
     assert {p.name for p in (tmp_path / "pairs").iterdir()} == expected | {f"single_{m}" for m in METRICS}
@@ -149,7 +149,7 @@ def test_script_entry_point(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "majority: kept" in result.stdout
+    assert "vote (majority): kept" in result.stdout
     assert not (tmp_path / "pairs" / "majority" / "diagnostics").exists()
 
 

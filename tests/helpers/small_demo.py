@@ -1,0 +1,45 @@
+"""One small real `make demo` (a subprocess of `python -m pipeline.demo`), shared by the tests that read its outputs.
+
+Tiny models, 3 prompts × 3 candidates, 4 DPO steps, 2 × 2 evaluation items: stage 1 on a local Ray, the vote, the
+trainer, the evaluation and the report all run, as a user's `make demo` does, in about a minute on an idle machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.configs import ROOT
+
+SMALL_DEMO = [
+    "model.pretrained=tiny/sd15",
+    "prompts.limit=3",
+    "generation.num_candidates=3",
+    "generation.num_inference_steps=3",
+    "eval.prompts.limit=2",
+    "eval.seeds_per_prompt=2",
+    "eval.bootstrap_samples=200",
+    "train.max_steps=4",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.ref_update.every=2",
+    "train.tracker=none",
+    "train.eval_pairs=4",
+]
+
+
+@dataclass
+class DemoRun:
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_small_demo(run_dir: Path, *extra: str) -> DemoRun:
+    overrides = [arg for o in [f"run.output_dir={run_dir}", *SMALL_DEMO] for arg in ("--set", o)]
+    cmd = [sys.executable, "-m", "pipeline.demo", "--config", "configs/tiny.yaml", *overrides, *extra]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return DemoRun(run_dir, done.returncode, done.stdout, done.stderr)
