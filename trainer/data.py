@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipeline.io import atomic_directory
 from pipeline.paths import TABLE_GLOB, table_files
 
 PAIR_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "confidence")
@@ -328,9 +327,7 @@ def build_cache(
             strict=True,
         )
     )
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
-    try:
+    with atomic_directory(cache_dir) as tmp:
         lat = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float32, (len(image_ids), *shape))
         for row, image_id in enumerate(image_ids):
             lat[row] = latents[image_id]
@@ -342,12 +339,6 @@ def build_cache(
             np.save(tmp / "pooled.npy", pooled.astype(np.float32))
         index = {"image_ids": image_ids, "prompt_ids": prompt_ids, "num_vae_encoded": len(need_vae)}
         (tmp / "index.json").write_text(json.dumps(index))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        tmp.rename(cache_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_cache(cache_dir: Path, pairs: Pairs) -> TrainData:
