@@ -2,6 +2,10 @@
 
 Runs locally (starts a local Ray), on a cluster through `ray job submit --working-dir . -- python pipeline/score.py
 --config ...` (connects to the job's Ray), or as `bdpo-score`. The work itself is `pipeline.stage1.run_stage1`.
+
+Exit code 2, with the message and no traceback, for input found wrong before any image is made (the config, a
+prompt or pair file, a scorer or model that does not exist, settings that differ from the table's, more GPUs than
+a local Ray has); 1 for a stage-1 failure during the run (a scorer that raises under `on_error: fail`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,14 @@ if __package__ in (None, ""):
     # Run as a script: make the project root importable (ray job submit uploads it as the working dir).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import add_config_arguments, load_config
-from pipeline.stage1 import run_stage1
+from pipeline.config import ConfigError, add_config_arguments, load_config
+from pipeline.data.pickapic import PickapicError
+from pipeline.data.prompts import PromptSourceError
+from pipeline.stage1 import Stage1Error, run_stage1
+from pipeline.stage1.identity import SettingsMismatchError
+from pipeline.stage1.plan import InputError
+
+INPUT_ERRORS = (ConfigError, PromptSourceError, PickapicError, InputError, SettingsMismatchError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="run directory (default: run.output_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = run_stage1(
-        cfg, model_ref=args.model, round=args.round, out_dir=args.out_dir, progress=not args.no_progress
-    )
+    try:
+        cfg = load_config(args.config, args.overrides)
+        out = run_stage1(
+            cfg, model_ref=args.model, round=args.round, out_dir=args.out_dir, progress=not args.no_progress
+        )
+    except INPUT_ERRORS as exc:
+        print(f"score: {exc}", file=sys.stderr)
+        return 2
+    except Stage1Error as exc:
+        print(f"score: {exc}", file=sys.stderr)
+        return 1
     print(
         f"[stage 1] {out.n_written} new rows; {out.n_rows} candidates in {out.candidates_dir}, "
         f"{out.n_errors} quarantined in {out.errors_dir}; manifest {out.manifest}"
