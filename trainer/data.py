@@ -8,8 +8,8 @@ it names, checks them, and writes a cache under `<train dir>/cache/<key>/`:
 - `embeds.npy` (prompts, tokens, dim) and, for SDXL, `pooled.npy`: each distinct prompt encoded once, through the
   pipeline's own `encode_prompt` (SDXL: both text encoders, pooled embedding of the second);
 - `sizes.npy` (images, 2): height and width, for SDXL's time ids.
-The key hashes the model and the image and prompt ids, so a rerun on the same pairs reuses the cache and a new
-pairs table builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
+The key hashes the model, the candidates table's identity and the image and prompt ids, so a rerun on the same
+pairs reuses the cache and a new pairs table (or regenerated candidates) builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
 
 Which pairs a step sees and the noise it draws are `trainer.sampling`'s business.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from PIL import Image
 
 from pipeline.io import atomic_directory
 from pipeline.paths import TABLE_GLOB, table_files
+from trainer.fingerprint import candidates_identity, digest, pairs_digest
 
 PAIR_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "confidence")
 CACHE_VERSION = 1
@@ -234,6 +235,8 @@ class TrainData:
     confidence: np.ndarray  # (pairs,)
     cache_dir: Path
     num_vae_encoded: int = 0
+    pairs_digest: str = ""  # `trainer.fingerprint.pairs_digest` of the pairs trained on
+    candidates: dict = field(default_factory=dict)  # `trainer.fingerprint.candidates_identity`
 
     def __len__(self) -> int:
         return len(self.w_index)
@@ -289,14 +292,20 @@ def prepare_train_data(
     for pid, text in zip(pairs.prompt_id.tolist(), pairs.prompt.tolist(), strict=True):
         prompt_of.setdefault(pid, text)
     prompt_ids = sorted(prompt_of)
-    key = cache_key(model_ref, image_ids, prompt_ids)
+    # The candidates' identity is part of the key: a table regenerated under the same ids (other settings, then
+    # deleted and rebuilt) must not be served from the old latents.
+    candidates = candidates_identity(Path(candidates_dir))
+    key = cache_key(f"{model_ref}|{digest(candidates)}", image_ids, prompt_ids)
     cache_dir = Path(cache_root) / key
     if not (cache_dir / "index.json").is_file():
         build_cache(
             cache_dir, pairs, image_ids, prompt_ids, prompt_of, candidates_dir, pipe_factory, in_channels,
             encode_batch_size,
         )  # fmt: skip
-    return load_cache(cache_dir, pairs)
+    data = load_cache(cache_dir, pairs)
+    data.pairs_digest = pairs_digest(pairs.image_id_w, pairs.image_id_l, pairs.confidence)
+    data.candidates = candidates
+    return data
 
 
 def build_cache(

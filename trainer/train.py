@@ -16,8 +16,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import ConfigError, add_config_arguments, load_config
+from trainer.checkpoints import CheckpointError
 from trainer.data import TrainDataError
+from trainer.fingerprint import FingerprintMismatchError
 from trainer.recipe import NonFiniteLossError, TrainOutputs, train
+
+# Input the run cannot use: exit code 2 with the message, no traceback.
+INPUT_ERRORS = (ConfigError, TrainDataError, FingerprintMismatchError, CheckpointError)
 
 __all__ = ["TrainOutputs", "main", "train"]
 
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         out = train(cfg, stop_at_step=args.stop_at_step)
-    except (ConfigError, TrainDataError) as exc:
+    except INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
