@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 from pipeline.config import add_config_arguments, load_config
+from pipeline.job import input_errors
 from pipeline.models.zoo import resolve_pretrained
 from pipeline.workflows.job import run_job
 
@@ -26,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except input_errors() as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pipeline.models.pretrain").setLevel(

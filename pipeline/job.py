@@ -2,7 +2,9 @@
 
     python -m pipeline.job --config configs/tiny.yaml [--set run.rounds=3]
 
-The work is `pipeline.workflows.job.run_job`.
+The work is `pipeline.workflows.job.run_job`. Exit code 2, with the message and no traceback, for input a stage
+refuses (the config, prompt or candidates files, scorers and models that do not exist, image settings or a
+training fingerprint that differ from what the run directory holds, a damaged checkpoint).
 """
 
 from __future__ import annotations
@@ -15,8 +17,27 @@ if __package__ in (None, ""):  # `python pipeline/job.py`: make the project impo
 
 import argparse
 
-from pipeline.config import add_config_arguments, load_config
+from pipeline.config import ConfigError, add_config_arguments, load_config
+from pipeline.data.pickapic import PickapicError
+from pipeline.data.prompts import PromptSourceError
+from pipeline.stage1 import InputError, SettingsMismatchError
+from pipeline.voting import CandidatesError, StrategyError
 from pipeline.workflows.job import run_job
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """What any stage of the job raises for input it refuses (the trainer's are imported only when asked)."""
+    from trainer.train import INPUT_ERRORS as TRAINER_ERRORS
+
+    stages = (
+        PromptSourceError,
+        PickapicError,
+        InputError,
+        SettingsMismatchError,
+        CandidatesError,
+        StrategyError,
+    )
+    return (ConfigError, *stages, *TRAINER_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = run_job(cfg, progress=not args.no_progress)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        out = run_job(cfg, progress=not args.no_progress)
+    except input_errors() as exc:
+        print(f"job: {exc}", file=sys.stderr)
+        return 2
     for what, path in out.paths().items():
         print(f"[job] {what}: {path}")
     if out.eval is not None:
