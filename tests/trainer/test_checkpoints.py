@@ -197,3 +197,18 @@ def test_only_the_newest_are_kept_and_the_index_lists_every_file(tmp_path):
     assert index["step"] == 5 and set(index["files"]) == {p.name for p in path.iterdir()} - {
         "checkpoint.json"
     }
+
+
+def test_the_fp16_gradient_scaler_is_saved_and_restored(tmp_path):
+    """Under fp16 (a GPU) accelerate keeps a GradScaler; its state is JSON in the checkpoint (CPU scaler here)."""
+    objects = make_objects()
+    objects.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    objects.scaler.scale(torch.ones(()))  # the scaler starts lazily, with the first scaled loss
+    objects.scaler.update(new_scale=256.0)
+    step(objects)
+    path = saved(tmp_path, objects, 1)
+    assert json.loads((path / "scaler.json").read_text())["scale"] == 256.0
+    restored = make_objects()
+    restored.scaler = torch.amp.GradScaler("cpu")
+    load_checkpoint(path, restored, rank=0)
+    assert restored.scaler.state_dict() == objects.scaler.state_dict()
