@@ -18,7 +18,7 @@ $(PY):
 # torch 2.14.1 + torchvision 0.29.1 are pinned here (not in pyproject) because they are the pair this machine
 # holds on disk; pyproject keeps ranges so a GPU cluster image can bring its own CUDA build.
 # hpsv2 and image-reward are the reference implementations for the scorer parity tests only: their pinned
-# dependencies are broken on current libraries, so they go in with --no-deps (tests/test_scorers_parity.py shims the
+# dependencies are broken on current libraries, so they go in with --no-deps (tests/scorers/test_scorers_parity.py shims the
 # few imports they need). The project itself never imports them.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip

@@ -12,7 +12,9 @@ weights. The record holds:
 - `pairs`: the pairs trained on (strategy, count, a digest of the sorted winner/loser ids and confidences): a
   re-vote that changes them is another run, one that writes the same pairs is not;
 - `candidates`: the candidates table (`candidates_identity`: its recorded image settings, part files and sizes,
-  not modification times, which change on copy).
+  not modification times, which change on copy);
+- `encoded_image_size`: when the trainer VAE-encodes images itself (imported datasets), the size it brings them to
+  (`generation.height` × `width`); None when every latent is stored.
 
 Pure functions, except `candidates_identity`, which lists files.
 """
@@ -72,9 +74,14 @@ def candidates_identity(candidates_dir: Path) -> dict[str, Any]:
 
 
 def training_fingerprint(
-    cfg: RunConfig, num_processes: int, pairs: Mapping[str, Any], candidates: Mapping[str, Any]
+    cfg: RunConfig,
+    num_processes: int,
+    pairs: Mapping[str, Any],
+    candidates: Mapping[str, Any],
+    encodes_images: bool = False,
 ) -> dict[str, Any]:
-    """The record a training output is a function of (see the module docstring)."""
+    """The record a training output is a function of (see the module docstring); `encodes_images`: some latents
+    are made by the trainer from images (then the training size counts)."""
     train = cfg.train.model_dump(mode="json")
     for key in IGNORED_TRAIN_KEYS:
         train.pop(key)
@@ -87,6 +94,7 @@ def training_fingerprint(
         "num_processes": num_processes,
         "pairs": dict(pairs),
         "candidates": dict(candidates),
+        "encoded_image_size": [cfg.generation.height, cfg.generation.width] if encodes_images else None,
     }
 
 

@@ -37,7 +37,7 @@ def test_build_save_load_round_trip_is_identical(tmp_path, family):
             a, b = module.state_dict(), reloaded.components[name].state_dict()
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a), name
-    # Same weights in another module instance: equal up to float rounding, not bit for bit (tests/numerics.py).
+    # Same weights in another module instance: equal up to float rounding, not bit for bit (tests/helpers/numerics.py).
     out_a = generate(built, ["a red circle"], [7], GEN)
     out_b = generate(reloaded, ["a red circle"], [7], GEN)
     assert_close_at_scale(out_b.latents, out_a.latents)

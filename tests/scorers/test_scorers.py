@@ -63,7 +63,9 @@ def test_scores_do_not_depend_on_batch_size_or_batch_neighbours(scorers, name):
     if backbone is not None:
         backbone.clear_memo()  # recompute the image tower one image at a time, not from the memo
     one_by_one = np.array([scorer([im], [p])[0] for im, p in zip(images, prompts, strict=True)])
-    assert_close_at_scale(one_by_one, whole)  # batched vs single calls round differently (tests/numerics.py)
+    assert_close_at_scale(
+        one_by_one, whole
+    )  # batched vs single calls round differently (tests/helpers/numerics.py)
 
 
 @pytest.mark.parametrize("name", sorted(set(TINY_NAMES) - TEXT_BLIND))
@@ -80,7 +82,7 @@ def test_tiny_builds_are_reproducible_from_a_fresh_cache(tmp_path, monkeypatch, 
     for name in ("hpsv21", "imagereward"):
         rebuilt = build_scorer(ScorerSpec(name=name, pretrained="tiny", device="cpu"))
         assert str(tmp_path) in rebuilt.version  # really rebuilt, not the shared cache
-        # Same weights, another module instance: equal up to float rounding (tests/numerics.py).
+        # Same weights, another module instance: equal up to float rounding (tests/helpers/numerics.py).
         assert_close_at_scale(rebuilt(images, prompts), scorers[name](images, prompts))
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 
 from pipeline.config import load_config
 from pipeline.io import read_manifest
+from pipeline.paths import table_files
 from pipeline.schema import candidates_schema, make_prompt_id
 from pipeline.stage1 import ScoringError, generate_and_score, run_stage1
 
@@ -231,7 +232,7 @@ def test_relabel_mode_scores_pickapic_images_and_keeps_human_labels(cluster, tmp
         ("a grey square", 0.502),
         ("a grey square", 0.0),
     }
-    human = pq.read_table(out.human_pairs_dir / "part-00000.parquet")
+    human = pq.read_table(table_files(out.human_pairs_dir)[0])
     assert human.column("label_0").to_pylist() == [1.0, 0.0, 0.5]
     assert set(human.column("image_id_0").to_pylist()) <= set(rows.column("image_id").to_pylist())
 
@@ -255,7 +256,7 @@ def test_relabel_quarantine_sets_aside_a_truncated_image_and_drops_identical_pai
     # white and black of "a white square", black of "a grey square"; the truncated image is quarantined
     assert (out.n_rows, out.n_errors) == (3, 1)
     assert "not a readable image" in read_rows(out.errors_dir).column("error")[0].as_py()
-    human = pq.read_table(out.human_pairs_dir / "part-00000.parquet")
+    human = pq.read_table(table_files(out.human_pairs_dir)[0])
     assert human.num_rows == 1  # the identical row and the one showing the truncated image are dropped
     counts = read_manifest(out.human_pairs_dir)["counts"]
     assert counts["rows_dropped_identical_images"] == 1 and counts["rows_dropped_unreadable_image"] == 1
@@ -347,7 +348,7 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
     expected = read_rows(tmp_path / "baseline" / "candidates")
     got = read_rows(candidates)
     assert got.column("image_id").equals(expected.column("image_id"))
-    # The resumed run batches the remaining items differently: equal up to float rounding (tests/numerics.py).
+    # The resumed run batches the remaining items differently: equal up to float rounding (tests/helpers/numerics.py).
     assert_images_close(got.column("image").to_pylist(), expected.column("image").to_pylist())
     assert_close_at_scale(
         np.stack(got.column("latent").to_numpy(zero_copy_only=False)),

@@ -79,6 +79,16 @@ def test_data_and_processes_are_in_it(cfg):
     assert fingerprint_changes(old, fingerprint(cfg, processes=2)) == ["num_processes: 1 → 2"]
 
 
+def test_the_training_size_counts_only_when_the_trainer_encodes_images(cfg):
+    """Imported images are brought to generation.height × width by the trainer; stored latents are used as is."""
+    smaller = derive_config(cfg, ["generation.height=32", "generation.width=32"])
+    assert fingerprint_changes(fingerprint(cfg), fingerprint(smaller)) == []
+    encoded = training_fingerprint(cfg, 1, PAIRS, CANDIDATES, encodes_images=True)
+    assert fingerprint_changes(
+        encoded, training_fingerprint(smaller, 1, PAIRS, CANDIDATES, encodes_images=True)
+    ) == ["encoded_image_size: [64, 64] → [32, 32]"]
+
+
 def test_the_refusal_names_every_change_and_how_to_start_fresh(cfg):
     new = fingerprint(derive_config(cfg, ["train.beta=2000", "train.ref_update.mode=ema"]))
     with pytest.raises(FingerprintMismatchError) as err:
