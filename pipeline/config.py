@@ -8,6 +8,7 @@ Errors name the key and the file: a typo in a key is an error, never a silently 
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +67,10 @@ class PromptsSection(Section):
     )
     format: Literal["auto", "txt", "csv", "tsv", "jsonl", "json", "parquet"] = "auto"
     column: str | None = None
+    quoting: Literal["auto", "none", "csv"] = Field(
+        "auto",
+        description="csv/tsv quote processing; auto: csv quoted, tsv raw (a PartiPrompts field may start with a quote)",
+    )
     limit: int | None = Field(None, ge=1)
 
     @model_validator(mode="before")
@@ -81,7 +86,8 @@ class PromptsSection(Section):
         given = [k for k in ("manifest", "path", "pairs") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one of prompts.manifest, prompts.path or prompts.pairs, got {given}"
+                f"give exactly one of prompts.manifest, prompts.path or prompts.pairs, got {given} (an override "
+                "--set prompts.<source>=... replaces the config's source; set the other to null in a YAML file)"
             )
         return self
 
@@ -261,6 +267,16 @@ class TrainSection(Section):
     ref_update: RefUpdateSection = Field(default_factory=RefUpdateSection)
     seed: int = 0
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        # The same grammar as vote.strategy: the name becomes a directory (`single:clip` → `single_clip`), so a
+        # path such as `../pairs/majority` must never reach the file system.
+        from pipeline.voting.strategies import parse_strategy
+
+        parse_strategy(v)
+        return v
+
 
 class EvalSection(Section):
     prompts: PromptsSection | None = None
@@ -330,11 +346,27 @@ def set_key(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+PROMPT_SOURCES = ("manifest", "path", "pairs")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.path=value` overrides to a nested dict (the YAML before validation)."""
+    """Apply `key.path=value` overrides to a nested dict (the YAML before validation).
+
+    A prompt section has exactly one source, so overriding one (`prompts.path=my.txt` on a config that names a
+    manifest) replaces the section's other source; two sources overridden at once stay an error.
+    """
+    sources: dict[tuple[str, ...], set[str]] = {}
     for item in overrides:
         path, value = parse_override(item)
         set_key(data, path, value)
+        if len(path) >= 2 and path[-2] == "prompts" and path[-1] in PROMPT_SOURCES and value is not None:
+            sources.setdefault(tuple(path[:-1]), set()).add(path[-1])
+    for section_path, given in sources.items():
+        if len(given) == 1:
+            section = data
+            for part in section_path:
+                section = section[part]
+            section.update({other: None for other in PROMPT_SOURCES if other not in given})
     return data
 
 
@@ -389,10 +421,10 @@ def check_files(cfg: RunConfig, where: str) -> None:
     for key, section in (("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)):
         if section is None:
             continue
-        for attr in ("manifest", "path", "pairs"):
+        for attr in PROMPT_SOURCES:
             value = getattr(section, attr, None)
-            if value and "://" not in value and not Path(value).exists():
-                raise ConfigError(f"{where}: {key}.{attr}: file not found: {value}")
+            if value and "://" not in value and not Path(value).exists() and not glob.glob(value):
+                raise ConfigError(f"{where}: {key}.{attr}: file not found: {value} (nothing matches it)")
 
 
 def add_config_arguments(parser: Any) -> None:

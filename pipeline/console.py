@@ -173,8 +173,8 @@ def _console_stream() -> tuple[TextIO, bool]:
 def console_session(run_dir: str | Path, command: str, verbose: bool = False) -> Iterator[Path]:
     """Open `<run>/logs/<command>-<time>.log`; route the process's output there (unless `verbose`); yield its path.
 
-    The console gets our lines only. An exception leaving the session is written to the log with its traceback,
-    and the console gets one line naming it and the log.
+    The console gets our lines only. An exception leaving the session is written to the log with its traceback
+    and raised on: the command line says it in one line (input it refuses) or Python prints it (a bug).
     """
     global _session
     logs = Path(run_dir) / "logs"
@@ -197,8 +197,7 @@ def console_session(run_dir: str | Path, command: str, verbose: bool = False) ->
         yield log_file
     except BaseException as exc:
         if not isinstance(exc, SystemExit | KeyboardInterrupt):
-            logger.exception("%s failed", command)
-            say(f"[{command}] failed: {type(exc).__name__}: {exc} (details in {log_file})")
+            logger.exception("%s failed", command)  # the command line reports it on the console
         raise
     finally:
         sys.stdout.flush()

@@ -12,10 +12,12 @@ generated.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from pipeline.config import add_config_arguments, cli_config
 from pipeline.console import console_session, say
+from pipeline.job import input_errors
 from pipeline.models.zoo import resolve_pretrained
 from pipeline.reporting import build_report
 from pipeline.workflows.job import run_job
@@ -28,6 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
     args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except input_errors() as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_demo(args: argparse.Namespace) -> int:
     cfg = cli_config(args)
     with console_session(cfg.output_dir, "demo", cfg.run.verbose):
         started = time.perf_counter()

@@ -6,10 +6,13 @@ and timings, so a cached table says how it was made.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -37,6 +40,32 @@ TRACKED_PACKAGES = (
 )
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def publishable(path: Path, directory: bool = False) -> None:
+    """Give a staged file or directory the mode a plain `open`/`mkdir` would have (0666/0777 minus the umask).
+
+    `mkstemp` and `mkdtemp` create 0600 / 0700 whatever the umask: published as they are, a colleague on a shared
+    cluster could not read the tables.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; it replaces `target` only if the block finishes."""
@@ -47,26 +76,94 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            publishable(tmp_path)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def staging_pattern(target: Path) -> re.Pattern[str]:
+    """Names `atomic_directory` stages `target` under: `.<name>.XXXXXXXX` and `.<name>.old.XXXXXXXX`."""
+    return re.compile(rf"\.{re.escape(target.name)}\.(old\.)?[a-z0-9_]{{8}}")
+
+
+@contextmanager
+def claimed(directory: Path) -> Iterator[None]:
+    """Hold an advisory lock (`flock`) on a directory while this process works in it.
+
+    The kernel drops the lock when the process dies, so an unlocked staging directory is an abandoned one. Where
+    the filesystem has no `flock` (some network mounts) nothing is held and nothing is ever judged abandoned.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _abandoned(directory: Path, min_age_s: float) -> bool:
+    """No live writer holds it (its lock can be taken) and it is old enough that no writer is just creating it."""
+    try:
+        if time.time() - directory.stat().st_mtime < min_age_s:
+            return False
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_stale_staging(target: str | Path, min_age_s: float = 60.0) -> list[Path]:
+    """Delete the staging directories that killed writers of `target` left beside it; returns what was removed.
+
+    A directory is removed only when no process holds its lock (see `claimed`) and it is at least `min_age_s`
+    old (a writer locks its directory right after creating it; the age covers that instant).
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = staging_pattern(target)
+    stale = [
+        p
+        for p in target.parent.iterdir()
+        if pattern.fullmatch(p.name) and p.is_dir() and _abandoned(p, min_age_s)
+    ]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 @contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield an empty staging directory beside `target`; it replaces `target` whole only if the block finishes."""
+    """Yield an empty staging directory beside `target`; it replaces `target` whole only if the block finishes.
+
+    Staging directories that killed writers of the same target left behind are removed first (`remove_stale_staging`),
+    so repeated kills never pile up data; a live writer's directory is locked and left alone.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        yield staging
-        # Two renames, then the slow delete: the target is missing only between the renames, never half-deleted.
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent)) / "old"
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired.parent, ignore_errors=True)
+        with claimed(staging):
+            yield staging
+            publishable(staging, directory=True)
+            # Two renames, then the slow delete: the target is missing only between the renames, never half-deleted.
+            retired_parent = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            with claimed(retired_parent):
+                if target.exists():
+                    os.replace(target, retired_parent / "old")
+                os.replace(staging, target)
+                shutil.rmtree(retired_parent, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,9 @@
     python -m pipeline.job --config configs/tiny.yaml [--set run.rounds=3]
 
 The work is `pipeline.workflows.job.run_job`; at the end the run's report is written (`pipeline.reporting`).
+Exit code 2, with the message and no traceback, for input a stage
+refuses (the config, prompt or candidates files, scorers and models that do not exist, image settings or a
+training fingerprint that differ from what the run directory holds, a damaged checkpoint).
 """
 
 from __future__ import annotations
@@ -15,10 +18,29 @@ if __package__ in (None, ""):  # `python pipeline/job.py`: make the project impo
 
 import argparse
 
-from pipeline.config import add_config_arguments, cli_config
+from pipeline.config import ConfigError, add_config_arguments, cli_config
 from pipeline.console import console_session, say
+from pipeline.data.pickapic import PickapicError
+from pipeline.data.prompts import PromptSourceError
 from pipeline.reporting import build_report
+from pipeline.stage1 import InputError, SettingsMismatchError
+from pipeline.voting import CandidatesError, StrategyError
 from pipeline.workflows.job import run_job
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """What any stage of the job raises for input it refuses (the trainer's are imported only when asked)."""
+    from trainer.train import INPUT_ERRORS as TRAINER_ERRORS
+
+    stages = (
+        PromptSourceError,
+        PickapicError,
+        InputError,
+        SettingsMismatchError,
+        CandidatesError,
+        StrategyError,
+    )
+    return (ConfigError, *stages, *TRAINER_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = cli_config(args)
-    with console_session(cfg.output_dir, "job", cfg.run.verbose):
-        out = run_job(cfg, progress=not args.no_progress)
-        for what, path in out.paths().items():
-            say(f"[job] {what}: {path}")
-        if out.eval is not None:
-            say(out.eval.markdown.read_text().rstrip())
-        say(f"[job] report: {build_report(cfg.output_dir).resolve()}")
+    try:
+        cfg = cli_config(args)
+        with console_session(cfg.output_dir, "job", cfg.run.verbose):
+            out = run_job(cfg, progress=not args.no_progress)
+            for what, path in out.paths().items():
+                say(f"[job] {what}: {path}")
+            if out.eval is not None:
+                say(out.eval.markdown.read_text().rstrip())
+            say(f"[job] report: {build_report(cfg.output_dir).resolve()}")
+    except input_errors() as exc:
+        print(f"job: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,10 @@
 
 Runs locally (starts a local Ray), on a cluster through `ray job submit --working-dir . -- python pipeline/score.py
 --config ...` (connects to the job's Ray), or as `bdpo-score`. The work itself is `pipeline.stage1.run_stage1`.
+
+Exit code 2, with the message and no traceback, for input found wrong before any image is made (the config, a
+prompt or pair file, a scorer or model that does not exist, settings that differ from the table's, more GPUs than
+a local Ray has); 1 for a stage-1 failure during the run (a scorer that raises under `on_error: fail`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,15 @@ if __package__ in (None, ""):
     # Run as a script: make the project root importable (ray job submit uploads it as the working dir).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import add_config_arguments, cli_config
+from pipeline.config import ConfigError, add_config_arguments, cli_config
 from pipeline.console import console_session, say
-from pipeline.stage1 import run_stage1
+from pipeline.data.pickapic import PickapicError
+from pipeline.data.prompts import PromptSourceError
+from pipeline.stage1 import Stage1Error, run_stage1
+from pipeline.stage1.identity import SettingsMismatchError
+from pipeline.stage1.plan import InputError
+
+INPUT_ERRORS = (ConfigError, PromptSourceError, PickapicError, InputError, SettingsMismatchError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="run directory (default: run.output_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line or bar")
     args = parser.parse_args(argv)
-    cfg = cli_config(args)
-    with console_session(args.out_dir or cfg.output_dir, "score", cfg.run.verbose):
-        out = run_stage1(
-            cfg, model_ref=args.model, round=args.round, out_dir=args.out_dir, progress=not args.no_progress
-        )
-        say(f"[score] {out.n_rows} candidates, {out.n_errors} quarantined; manifest {out.manifest}")
+    try:
+        cfg = cli_config(args)
+        with console_session(args.out_dir or cfg.output_dir, "score", cfg.run.verbose):
+            out = run_stage1(
+                cfg,
+                model_ref=args.model,
+                round=args.round,
+                out_dir=args.out_dir,
+                progress=not args.no_progress,
+            )
+            say(f"[score] {out.n_rows} candidates, {out.n_errors} quarantined; manifest {out.manifest}")
+    except INPUT_ERRORS as exc:
+        print(f"score: {exc}", file=sys.stderr)
+        return 2
+    except Stage1Error as exc:
+        print(f"score: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

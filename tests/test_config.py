@@ -159,3 +159,19 @@ def test_yaml_round_trip(tmp_path):
     cfg = load_config("configs/tiny.yaml")
     again = load_config(write(tmp_path, cfg.to_yaml()))
     assert again.model_dump() == cfg.model_dump()
+
+
+@pytest.mark.parametrize("strategy", ["../pairs/majority", "majority/../../x", "single:CLIP", "best"])
+def test_train_strategy_is_checked_like_the_vote_strategy(strategy):
+    """A train strategy becomes a directory name: anything outside the vote's grammar is refused on load."""
+    with pytest.raises(ConfigError, match="train.strategy"):
+        load_config("configs/tiny.yaml", [f"train.strategy={strategy}"])
+
+
+def test_train_strategy_single_metric_finds_the_votes_directory():
+    from pipeline.paths import RunPaths
+
+    cfg = load_config("configs/tiny.yaml", ["train.strategy=single:clip"])
+    paths = RunPaths(cfg.output_dir)
+    assert paths.pairs(cfg.train.strategy) == cfg.output_dir / "pairs" / "single_clip"
+    assert paths.train(cfg.train.strategy) == cfg.output_dir / "train" / "single_clip"

@@ -8,6 +8,7 @@
 - `trainer.policy`: the UNet, policy, reference, optimizer and LR schedule training starts from;
 - `trainer.sampling`: which pairs and noise each micro-step uses (pure in seed and position: exact resume);
 - `trainer.data`: pairs ⋈ candidates, the once-only latent / text-embedding cache;
-- `trainer.checkpoints`: writing, finding and resuming checkpoints;
+- `trainer.checkpoints`: checkpoints as safetensors + JSON (no pickle), verified before a resume reads them;
+- `trainer.fingerprint`: what a run's weights depend on; no checkpoint or `final/` of another run is reused;
 - `trainer.export`: final weights, `final_weights_dir(run, strategy)`, `load_tuned_pipeline(model, dir)`.
 """

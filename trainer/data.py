@@ -10,8 +10,9 @@ it names, checks them, and writes a cache under `<train dir>/cache/<key>/`:
 - `empty_embeds.npy` (and SDXL's `empty_pooled.npy`): the empty prompt, encoded the same way, for prompt dropout;
 - `sizes.npy` (images, 2): height and width, for SDXL's time ids (the training size for encoded images, as the
   reference trainer conditions on).
-The key hashes the model, the image rule and the image and prompt ids, so a rerun on the same pairs reuses the
-cache and a new pairs table builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
+The key hashes the model, the candidates table's identity, the image rule and the image and prompt ids, so a rerun
+on the same pairs reuses the cache and a new pairs table (or regenerated candidates) builds its own. Arrays are
+memory-mapped, so a large set does not have to fit in RAM.
 
 Which pairs a step sees and the noise it draws are `trainer.sampling`'s business.
 """
@@ -21,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipeline.io import atomic_directory
 from pipeline.paths import TABLE_GLOB, table_files
+from trainer.fingerprint import candidates_identity, digest, pairs_digest
 from trainer.images import ImageRule, fit_image
 
 PAIR_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "confidence")
@@ -251,6 +252,8 @@ class TrainData:
     num_vae_encoded: int = 0
     empty_embeds: np.ndarray | None = None  # (1, tokens, dim): the empty prompt, for prompt dropout
     empty_pooled: np.ndarray | None = None  # (1, dim), SDXL only
+    pairs_digest: str = ""  # `trainer.fingerprint.pairs_digest` of the pairs trained on
+    candidates: dict = field(default_factory=dict)  # `trainer.fingerprint.candidates_identity`
 
     def __len__(self) -> int:
         return len(self.w_index)
@@ -328,14 +331,20 @@ def prepare_train_data(
     for pid, text in zip(pairs.prompt_id.tolist(), pairs.prompt.tolist(), strict=True):
         prompt_of.setdefault(pid, text)
     prompt_ids = sorted(prompt_of)
-    key = cache_key(model_ref, image_ids, prompt_ids, image_rule)
+    # The candidates' identity is part of the key: a table regenerated under the same ids (other settings, then
+    # deleted and rebuilt) must not be served from the old latents.
+    candidates = candidates_identity(Path(candidates_dir))
+    key = cache_key(f"{model_ref}|{digest(candidates)}", image_ids, prompt_ids, image_rule)
     cache_dir = Path(cache_root) / key
     if not (cache_dir / "index.json").is_file():
         build_cache(
             cache_dir, pairs, image_ids, prompt_ids, prompt_of, candidates_dir, pipe_factory, in_channels,
             encode_batch_size, image_rule,
         )  # fmt: skip
-    return load_cache(cache_dir, pairs)
+    data = load_cache(cache_dir, pairs)
+    data.pairs_digest = pairs_digest(pairs.image_id_w, pairs.image_id_l, pairs.confidence)
+    data.candidates = candidates
+    return data
 
 
 def build_cache(
@@ -371,9 +380,7 @@ def build_cache(
     )
     if image_rule is not None:  # encoded images now have the training size
         hw.update({i: (image_rule.height, image_rule.width) for i in need_vae})
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
-    try:
+    with atomic_directory(cache_dir) as tmp:
         lat = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float32, (len(image_ids), *shape))
         for row, image_id in enumerate(image_ids):
             lat[row] = latents[image_id]
@@ -387,12 +394,6 @@ def build_cache(
             np.save(tmp / "empty_pooled.npy", empty_pooled.astype(np.float32))
         index = {"image_ids": image_ids, "prompt_ids": prompt_ids, "num_vae_encoded": len(need_vae)}
         (tmp / "index.json").write_text(json.dumps(index))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        tmp.rename(cache_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_cache(cache_dir: Path, pairs: Pairs) -> TrainData:

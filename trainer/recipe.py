@@ -5,15 +5,19 @@ only `<run>/pairs/<strategy>/` and `<run>/candidates/`, so it can be rerun alone
 `<run>/train/<strategy>/`:
 
     cache/<key>/          latents, text embeddings (built once, see trainer/data.py)
-    checkpoints/checkpoint-NNNNNNN/   accelerate state (trainer/checkpoints.py)
+    checkpoints/checkpoint-NNNNNNN/   safetensors + JSON, no pickle (trainer/checkpoints.py)
     logs/                 tensorboard, and metrics.jsonl (trainer/metrics_log.py) for the report
     final/                diffusers-format weights (trainer/export.py) and their model card (README.md)
-    manifest.json         config, effective batch and learning rate, data counts, prompt dropout, refreshes,
-                          metrics before/after, timings, status
+    manifest.json         config, fingerprint, effective batch and learning rate, data counts, prompt dropout,
+                          refreshes, metrics before/after, timings, status
+
+Every output carries the run's fingerprint (`trainer.fingerprint`: the train section minus keys that cannot change
+the weights, the model, the process count, the pairs and candidates): a checkpoint or `final/` of a run with
+another fingerprint is never resumed or reused, and the error names each change.
 
 The method, one phase at a time:
 1. setup: accelerator, the UNet and noise schedule, the cached data, policy / reference / optimizer / LR schedule,
-   and the resume from the newest checkpoint;
+   the fingerprint, and the resume from the newest usable checkpoint of the same run (or a fresh start);
 2. evaluate: DPO metrics of the starting policy on held pairs with fixed noise;
 3. train: per optimizer step, one Diffusion-DPO step (`trainer.step.optimizer_step`), then the reference refresh
    (BalancedDPO's dynamic reference), the log line, the checkpoint;
@@ -40,13 +44,22 @@ from pipeline.console import Progress, say
 from pipeline.io import write_manifest
 from pipeline.paths import RunPaths
 from pipeline.reporting.model_card import write_model_card
-from trainer.checkpoints import TrainState, find_checkpoint, save_checkpoint
+from pipeline.voting.strategies import disk_name
+from trainer.checkpoints import (
+    TrainingObjects,
+    TrainState,
+    choose_checkpoint,
+    load_checkpoint,
+    read_fingerprint,
+    save_checkpoint,
+)
 from trainer.data import TrainData, prepare_train_data
-from trainer.export import save_final_weights
+from trainer.export import WEIGHTS_INFO, save_final_weights
+from trainer.fingerprint import check_same_run, check_step, digest, training_fingerprint
 from trainer.images import ImageRule
 from trainer.metrics_log import METRICS_FILE, append_metrics
 from trainer.policy import build_training, load_models
-from trainer.reference import UNetReference, should_refresh
+from trainer.reference import should_refresh
 from trainer.scaling import describe_scaling, effective_batch, effective_learning_rate
 from trainer.step import NonFiniteLossError, StepContext, evaluate_pairs, optimizer_step, reduce_window
 
@@ -112,11 +125,8 @@ class DPORecipe:
         self.checkpoints_dir = self.out_dir / "checkpoints"
         self.logs_dir = self.out_dir / "logs"
         self.final_dir = self.out_dir / "final"
-        self.state = TrainState()
+        self.state = TrainState()  # step, refreshes and the reported metrics; saved with every checkpoint
         self.timings: dict[str, float] = {}
-        self.eval_before: dict[str, float] = {}
-        self.eval_after: dict[str, float] = {}
-        self.last_metrics: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self.resumed_from: Path | None = None
         self.steps_done = 0
@@ -155,9 +165,9 @@ class DPORecipe:
         )
         self.unet, self.optimizer = acc.prepare(unet, optimizer)
         self.raw_unet = acc.unwrap_model(self.unet)
-        acc.register_for_checkpointing(self.lr_scheduler, self.state)
-        if isinstance(self.reference, UNetReference):
-            acc.register_for_checkpointing(self.reference)
+        self.objects = TrainingObjects(
+            self.raw_unet, self.reference, self.optimizer, self.lr_scheduler, self.state, scaler=acc.scaler
+        )
         self.alphas_cumprod = noise_scheduler.alphas_cumprod.to(self.device)
         self.prediction_type = noise_scheduler.config.prediction_type
         self.ctx = StepContext(
@@ -165,12 +175,46 @@ class DPORecipe:
             self.alphas_cumprod, self.prediction_type,
         )  # fmt: skip
 
-        self.last_checkpoint = self.resumed_from = find_checkpoint(tcfg.resume, self.checkpoints_dir)
-        if self.resumed_from is not None:
-            acc.load_state(str(self.resumed_from))
-            logger.info("resumed from %s at step %d", self.resumed_from, self.state.step)
-        if acc.is_main_process and tcfg.tracker != "none":
-            acc.init_trackers("dpo", config=_flat_hparams(tcfg))
+        pairs = {
+            "strategy": disk_name(tcfg.strategy),
+            "rows": len(self.data),
+            "digest": self.data.pairs_digest,
+        }
+        self.fingerprint = training_fingerprint(
+            self.cfg,
+            acc.num_processes,
+            pairs,
+            self.data.candidates,
+            encodes_images=self.data.num_vae_encoded > 0,
+        )
+        self._resume()
+        if acc.is_main_process:
+            self._write_manifest("running", None)
+            if tcfg.tracker != "none":
+                acc.init_trackers("dpo", config=_flat_hparams(tcfg))
+
+    def _resume(self) -> None:
+        """Continue the newest usable checkpoint of this same run, or start fresh; never another run's state.
+
+        `resume: never` really starts fresh: this strategy's old checkpoints and final weights are removed first.
+        A run that starts at step 0 removes a stale `final/` too, so none is ever read beside a newer manifest.
+        """
+        tcfg, acc = self.tcfg, self.accelerator
+        path = None if tcfg.resume == "never" else choose_checkpoint(tcfg.resume, self.checkpoints_dir)
+        if path is None:
+            stale = [self.final_dir] + ([self.checkpoints_dir] if tcfg.resume == "never" else [])
+            if acc.is_main_process:
+                for old in (p for p in stale if p.exists()):
+                    logger.warning("starting fresh: removing %s", old)
+                    shutil.rmtree(old)
+            acc.wait_for_everyone()
+            return
+        what = f"checkpoint {path}"
+        check_same_run(read_fingerprint(path), self.fingerprint, what)
+        check_step(int(json.loads((path / "checkpoint.json").read_text())["step"]), tcfg.max_steps, what)
+        load_checkpoint(path, self.objects, acc.process_index)
+        self.last_checkpoint = self.resumed_from = path
+        logger.info("resumed from %s at step %d", path, self.state.step)
 
     def _prepare_data(self, model_path: str, in_channels: int) -> TrainData:
         """Pairs ⋈ candidates with latents and text embeddings cached once (the pipeline loads only to build it)."""
@@ -209,7 +253,7 @@ class DPORecipe:
 
     def evaluate_before(self) -> None:
         if self.tcfg.eval_pairs and self.state.step == 0:
-            self.eval_before = self._evaluate_pairs()
+            self.state.eval_before = self._evaluate_pairs()
 
     # -- 3. train -------------------------------------------------------------------------------------------
     def _done(self) -> bool:
@@ -237,7 +281,7 @@ class DPORecipe:
             if self.state.step == tcfg.max_steps and tcfg.eval_pairs:
                 # Before the schedule's last refresh: against a reference just copied from the policy, the
                 # comparison would read 0.5 by construction.
-                self.eval_after = self._evaluate_pairs()
+                self.state.eval_after = self._evaluate_pairs()
             self._refresh_reference()
             for k, v in step_metrics.items():  # summed on the device; one reduction per log line
                 window[k] = window.get(k, 0.0) + v
@@ -252,7 +296,7 @@ class DPORecipe:
             self.steps_done / self.timings["train_s"] if self.steps_done else math.nan
         )
         if window_steps:
-            self.last_metrics = reduce_window(acc, window, window_steps)
+            self.state.metrics = reduce_window(acc, window, window_steps)
 
     def _optimizer_step(self) -> dict[str, torch.Tensor]:
         """One Diffusion-DPO step; a NaN/inf loss records the failure in the manifest and stops the run."""
@@ -283,20 +327,23 @@ class DPORecipe:
         logger.info("reference refreshed (%s) at step %d", ref.mode, self.state.step)
 
     def _log(self, window: dict[str, torch.Tensor], steps: int, progress: Progress) -> None:
-        self.last_metrics = reduce_window(self.accelerator, window, steps)
-        self.last_metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
-        self.accelerator.log({f"train/{k}": v for k, v in self.last_metrics.items()}, step=self.state.step)
+        metrics = self.state.metrics = reduce_window(self.accelerator, window, steps)
+        metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
+        self.accelerator.log({f"train/{k}": v for k, v in metrics.items()}, step=self.state.step)
         if self.accelerator.is_main_process:  # the report's curves, whatever the tracker
-            append_metrics(self.logs_dir / METRICS_FILE, self.state.step, self.last_metrics)
-        progress.set_note(
-            f"loss {self.last_metrics['loss']:.4f}, acc {self.last_metrics['implicit_acc']:.2f}"
-        )
+            append_metrics(self.logs_dir / METRICS_FILE, self.state.step, metrics)
+        progress.set_note(f"loss {metrics['loss']:.4f}, acc {metrics['implicit_acc']:.2f}")
 
     def _checkpoint(self) -> None:
         step, tcfg = self.state.step, self.tcfg
         if step % tcfg.checkpoint_every == 0 or step == tcfg.max_steps or step == self.stop_at_step:
             self.last_checkpoint = save_checkpoint(
-                self.accelerator, self.checkpoints_dir, step, tcfg.keep_checkpoints
+                self.accelerator,
+                self.objects,
+                self.fingerprint,
+                self.checkpoints_dir,
+                step,
+                tcfg.keep_checkpoints,
             )
 
     # -- 4. finish ------------------------------------------------------------------------------------------
@@ -324,25 +371,39 @@ class DPORecipe:
             manifest=manifest,
             last_checkpoint=self.last_checkpoint,
             step=self.state.step,
-            metrics=self.last_metrics,
-            eval_before=self.eval_before,
-            eval_after=self.eval_after,
+            metrics=dict(self.state.metrics),
+            eval_before=dict(self.state.eval_before),
+            eval_after=dict(self.state.eval_after),
             refreshes=list(self.state.refreshes),
         )
 
     def _summary(self, final: Path | None) -> str:
-        """`train (majority): 300 steps in 150 s, implicit accuracy 0.51 → 0.78 → <final>`."""
+        """`train (majority): step 300 of 300, 300 run in 150 s, implicit accuracy 0.51 → 0.78 → <final>`."""
         line = f"train ({self.out_dir.name}): step {self.state.step} of {self.tcfg.max_steps}"
         if self.steps_done:
             line += f", {self.steps_done} run in {self.timings.get('train_s', 0.0):.0f} s"
-        if self.eval_before and self.eval_after:
-            before, after = self.eval_before["implicit_acc"], self.eval_after["implicit_acc"]
+        if self.state.eval_before and self.state.eval_after:
+            before, after = self.state.eval_before["implicit_acc"], self.state.eval_after["implicit_acc"]
             line += f", implicit accuracy {before:.2f} → {after:.2f}"
         return line + f" → {final if final is not None else self.checkpoints_dir}"
 
     def _export_final(self) -> None:
-        """The policy in diffusers format, written under a temporary name and renamed into `final/`."""
-        info = {"base_model": self.cfg.model.pretrained, "family": self.family, "step": self.state.step}
+        """The policy in diffusers format, written under a temporary name and renamed into `final/`.
+
+        A `final/` this run already exported (same fingerprint and step: a rerun that resumed at `max_steps`) is
+        kept as it is, so its files, and the evaluation's cached images of them, stay valid.
+        """
+        info = {
+            "base_model": self.cfg.model.pretrained,
+            "family": self.family,
+            "step": self.state.step,
+            "fingerprint": digest(self.fingerprint),
+        }
+        existing = self.final_dir / WEIGHTS_INFO
+        if existing.is_file():
+            old = json.loads(existing.read_text())
+            if (old.get("fingerprint"), old.get("step")) == (info["fingerprint"], info["step"]):
+                return
         tmp_final = self.out_dir / ".tmp-final"
         shutil.rmtree(tmp_final, ignore_errors=True)
         save_final_weights(self.raw_unet, tmp_final, self.tcfg.use_lora, self.family == "sdxl", info)
@@ -356,6 +417,8 @@ class DPORecipe:
             stage="train",
             status=status,
             config=json.loads(json.dumps(self.cfg.model_dump(mode="json"), default=str)),
+            fingerprint=self.fingerprint,
+            fingerprint_digest=digest(self.fingerprint),
             family=self.family,
             num_pairs=len(self.data),
             num_images=int(self.data.latents.shape[0]),
@@ -379,9 +442,9 @@ class DPORecipe:
             resumed_from=str(self.resumed_from) if self.resumed_from else None,
             last_checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
             final_weights=str(final) if final else None,
-            train_metrics=self.last_metrics,
-            eval_before=self.eval_before,
-            eval_after=self.eval_after,
+            train_metrics=self.state.metrics,
+            eval_before=self.state.eval_before,
+            eval_after=self.state.eval_after,
             timings=self.timings,
         )
 

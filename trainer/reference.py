@@ -6,8 +6,9 @@ Two implementations behind one small interface (`predict`, `refresh`, `state_dic
 - `UNetReference` (full fine-tune): a frozen copy of the UNet; a refresh copies or blends all its weights.
 
 `mode: none` never refreshes (vanilla Diffusion-DPO); `hard` copies the policy every `every` optimizer steps;
-`ema` sets ref ← decay·ref + (1 − decay)·policy every `every` steps. Both are registered with accelerate's
-checkpointing (the adapter lives inside the UNet's state dict), so a resume restores the reference exactly.
+`ema` sets ref ← decay·ref + (1 − decay)·policy every `every` steps. Both are saved with every checkpoint
+(`trainer.checkpoints`: the adapter inside the UNet's state dict, the UNet copy in its own file), so a resume
+restores the reference exactly.
 """
 
 from __future__ import annotations

@@ -15,8 +15,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from pipeline.config import ConfigError, add_config_arguments, cli_config
 from pipeline.console import console_session
+from trainer.checkpoints import CheckpointError
 from trainer.data import TrainDataError
+from trainer.fingerprint import FingerprintMismatchError
 from trainer.recipe import NonFiniteLossError, TrainOutputs, train
+
+# Input the run cannot use: exit code 2 with the message, no traceback.
+INPUT_ERRORS = (ConfigError, TrainDataError, FingerprintMismatchError, CheckpointError)
 
 __all__ = ["TrainOutputs", "main", "train"]
 
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cli_config(args)
         with console_session(cfg.output_dir, "train", cfg.run.verbose):
             train(cfg, stop_at_step=args.stop_at_step)  # says how far it got and where the weights are
-    except (ConfigError, TrainDataError) as exc:
+    except INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

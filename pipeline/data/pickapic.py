@@ -14,12 +14,16 @@ Public functions (the stage-1 relabel mode and the trainer call these):
     columns), one row per distinct image: `latent`/`latent_shape` null, `source` = the dataset name
     (`source`, else the file or directory stem, else "pickapic"), `model` = `model_0`/`model_1` when present
     else the source, `seed` = -1, `round` = 0, `num_inference_steps` = 0 and `guidance_scale` = 0.0 (unknown),
-    `height`/`width` read from the image header, `image` = the bytes as imported (JPEG for Pick-a-Pic).
+    `height`/`width` of the image, decoded whole at import, `image` = the bytes as imported (JPEG for Pick-a-Pic).
     `image_id` = `make_image_id(prompt_id, "<source>:<key>", -1)` with key = the dataset's image uid when
     present, else a hash of the bytes: importing twice gives the same ids, and an image repeated across
     rankings becomes one candidate.
   - `human_pairs` (`HUMAN_PAIRS_SCHEMA`): `prompt_id`, `prompt`, `image_id_0`, `image_id_1`, `label_0`,
-    `label_1` (float32), one row per input row, in input order.
+    `label_1` (float32), one row per input row, in input order, except rows whose two images are the same
+    (same id or bytes, or `are_different` false): they state no preference and are dropped.
+  An image that cannot be decoded is an error naming its column and row. `read_pickapic(..., on_bad_image=
+  "quarantine")` (relabel mode with `scoring.on_error: quarantine`) sets such images aside instead, drops the
+  rows showing them and counts every drop.
 - `human_pairs_to_pairs(human_pairs, strategy="human") -> pa.Table` turns the human labels into our pairs schema
   (`pairs_schema([])`, ties and contradictory labels dropped, `pair_id` as in `pipeline.voting.pairing.pair_id`) so our trainer can consume their data: write it to
   `<run>/pairs/human/` beside the imported candidates.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -58,6 +63,9 @@ HUMAN_PAIRS_SCHEMA = pa.schema(
         pa.field("label_1", pa.float32(), nullable=False),
     ]
 )
+
+
+REJECTED_SCHEMA = pa.schema([*CANDIDATE_FIELDS, pa.field("error", pa.string(), nullable=False)])
 
 
 class PickapicError(ValueError):
@@ -113,20 +121,38 @@ def _labels(table: pa.Table, where: str) -> tuple[list[float | None], list[float
     return label_0, label_1
 
 
-def _image_size(data: bytes, where: str, column: str, row: int) -> tuple[int, int]:
-    """(height, width) from the image header; a file PIL cannot open is an error naming the row."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-    except Exception as exc:
-        raise PickapicError(f"{where}: column {column!r}, row {row}: not a readable image ({exc})") from None
+def _decode(data: bytes) -> tuple[int, int]:
+    """(height, width) of an image decoded whole: a file truncated after its header fails here, not in a scorer."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        width, height = img.size
     return height, width
 
 
-def import_pickapic(
-    path_or_table: str | Path | pa.Table | pl.DataFrame, source: str | None = None
-) -> tuple[pa.Table, pa.Table]:
-    """Read a Pick-a-Pic style table into (candidates without scores, human pairs); see the module docstring."""
+@dataclass
+class PickapicImport:
+    """A Pick-a-Pic table read for relabelling: what can be scored, the labels to keep, and what was set aside."""
+
+    candidates: pa.Table  # CANDIDATE_FIELDS, one row per distinct decodable image
+    human_pairs: pa.Table  # HUMAN_PAIRS_SCHEMA, the kept input rows in input order
+    rejected: pa.Table  # CANDIDATE_FIELDS + `error`: images that cannot be decoded (quarantine only)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def read_pickapic(
+    path_or_table: str | Path | pa.Table | pl.DataFrame,
+    source: str | None = None,
+    on_bad_image: str = "fail",
+) -> PickapicImport:
+    """Read a Pick-a-Pic style table; see the module docstring for the columns.
+
+    Every image is decoded whole. One that cannot be (truncated, not an image) is an error naming its column and
+    row with `on_bad_image="fail"`; with `"quarantine"` it goes to `rejected` and the rows showing it are dropped.
+    A row whose two images are the same (same id or bytes, or `are_different` false) says nothing about a
+    preference: it is dropped. `counts` says how many rows each rule dropped.
+    """
+    if on_bad_image not in ("fail", "quarantine"):
+        raise ValueError(f"on_bad_image must be 'fail' or 'quarantine', got {on_bad_image!r}")
     table, where, default_source = _read_table(path_or_table)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
@@ -140,7 +166,9 @@ def import_pickapic(
     label_0, label_1 = _labels(table, where)
 
     candidates: dict[str, dict] = {}
+    rejected: dict[str, dict] = {}
     image_ids: dict[int, list[str]] = {0: [], 1: []}
+    digests: dict[int, list[str]] = {0: [], 1: []}
     prompt_ids: list[str] = []
     for row, caption in enumerate(captions):
         if not isinstance(caption, str) or not caption.strip():
@@ -153,13 +181,14 @@ def import_pickapic(
         model_col = f"model_{side}"
         models = table.column(model_col).to_pylist() if model_col in table.column_names else None
         for row, data in enumerate(images):
-            key = str(uids[row]) if uids and uids[row] else hashlib.sha1(data).hexdigest()
+            digest = hashlib.sha1(data).hexdigest()
+            key = str(uids[row]) if uids and uids[row] else digest
             image_id = make_image_id(prompt_ids[row], f"{source}:{key}", -1)
             image_ids[side].append(image_id)
-            if image_id in candidates:
+            digests[side].append(digest)
+            if image_id in candidates or image_id in rejected:
                 continue
-            height, width = _image_size(data, where, f"jpg_{side}", row)
-            candidates[image_id] = {
+            entry = {
                 "image_id": image_id,
                 "prompt_id": prompt_ids[row],
                 "prompt": captions[row],
@@ -167,27 +196,67 @@ def import_pickapic(
                 "model": str(models[row]) if models and models[row] else source,
                 "round": 0,
                 "seed": -1,
-                "height": height,
-                "width": width,
                 "num_inference_steps": 0,
                 "guidance_scale": 0.0,
                 "image": data,
                 "latent": None,
                 "latent_shape": None,
             }
-    candidates_table = pa.Table.from_pylist(list(candidates.values()), schema=pa.schema(CANDIDATE_FIELDS))
+            try:
+                entry["height"], entry["width"] = _decode(data)
+            except Exception as exc:
+                message = f"{where}: column 'jpg_{side}', row {row}: not a readable image ({exc})"
+                if on_bad_image == "fail":
+                    raise PickapicError(
+                        message + "; set scoring.on_error: quarantine to set it aside"
+                    ) from None
+                rejected[image_id] = {**entry, "height": 0, "width": 0, "error": message}
+                continue
+            candidates[image_id] = entry
+
+    different = table.column("are_different").to_pylist() if "are_different" in table.column_names else None
+    keep: list[int] = []
+    counts = {"rows": table.num_rows, "rows_dropped_identical_images": 0, "rows_dropped_unreadable_image": 0}
+    for row in range(table.num_rows):
+        if image_ids[0][row] in rejected or image_ids[1][row] in rejected:
+            counts["rows_dropped_unreadable_image"] += 1
+        elif (
+            image_ids[0][row] == image_ids[1][row]
+            or digests[0][row] == digests[1][row]
+            or (different is not None and different[row] is not None and not different[row])
+        ):
+            counts["rows_dropped_identical_images"] += 1
+        else:
+            keep.append(row)
+    counts["rows_kept"] = len(keep)
     human_pairs = pa.Table.from_pydict(
         {
-            "prompt_id": prompt_ids,
-            "prompt": captions,
-            "image_id_0": image_ids[0],
-            "image_id_1": image_ids[1],
-            "label_0": label_0,
-            "label_1": label_1,
+            "prompt_id": [prompt_ids[r] for r in keep],
+            "prompt": [captions[r] for r in keep],
+            "image_id_0": [image_ids[0][r] for r in keep],
+            "image_id_1": [image_ids[1][r] for r in keep],
+            "label_0": [label_0[r] for r in keep],
+            "label_1": [label_1[r] for r in keep],
         },
         schema=HUMAN_PAIRS_SCHEMA,
     )
-    return candidates_table, human_pairs
+    return PickapicImport(
+        candidates=pa.Table.from_pylist(list(candidates.values()), schema=pa.schema(CANDIDATE_FIELDS)),
+        human_pairs=human_pairs,
+        rejected=pa.Table.from_pylist(list(rejected.values()), schema=REJECTED_SCHEMA),
+        counts=counts,
+    )
+
+
+def import_pickapic(
+    path_or_table: str | Path | pa.Table | pl.DataFrame, source: str | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """(candidates without scores, human pairs) of a Pick-a-Pic style table; an unreadable image is an error.
+
+    See `read_pickapic` for the rules (rows showing one image twice are dropped).
+    """
+    out = read_pickapic(path_or_table, source)
+    return out.candidates, out.human_pairs
 
 
 def human_pairs_to_pairs(human_pairs: pa.Table, strategy: str = "human") -> pa.Table:

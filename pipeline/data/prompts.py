@@ -95,7 +95,11 @@ def read_prompt_manifest(path: str | Path) -> PromptManifest:
 
 
 def load_prompts(section: PromptsSection) -> PromptSet:
-    """The configured prompt set, cleaned, deduplicated and limited to `section.limit` prompts."""
+    """The configured prompt set, cleaned, deduplicated and limited to `section.limit` prompts.
+
+    A source that yields no prompt at all (an empty or blank file) is an error: a run on zero prompts would report
+    "0 new rows" as if everything had been done already.
+    """
     if section.manifest is not None:
         manifest = read_prompt_manifest(section.manifest)
         fmt = section.format if section.format != "auto" else manifest.format
@@ -103,9 +107,13 @@ def load_prompts(section: PromptsSection) -> PromptSet:
         name, sources = manifest.name, [_resolve(s, manifest.path) for s in manifest.sources]
     else:
         assert section.path is not None
-        fmt, column, name, sources = section.format, section.column, Path(section.path).stem, [section.path]
-    raw = pl.concat([read_raw_prompts(s, fmt, column) for s in sources])
+        fmt, column, name, sources = section.format, section.column, _set_name(section.path), [section.path]
+    raw = pl.concat([read_raw_prompts(s, fmt, column, section.quoting) for s in sources])
     prompts = clean_prompts(raw, source=name)
+    if len(prompts) == 0:
+        raise PromptSourceError(
+            f"no prompts in {', '.join(sources)}: {prompts.stats['n_read']} entries read, all empty or blank"
+        )
     expected = manifest.expected_count if section.manifest is not None else None
     if expected is not None:
         prompts.stats["expected_count"] = expected
@@ -120,6 +128,16 @@ def load_prompts(section: PromptsSection) -> PromptSet:
         prompts.stats["limit"] = section.limit
     prompts.stats["sources"] = sources
     return prompts
+
+
+def _set_name(path: str) -> str:
+    """The prompt set's name for a file given directly: its stem, or the folder name of a glob."""
+    p = Path(path)
+    return (p.parent.name or "prompts") if _is_glob(path) else p.stem
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
 
 
 def _resolve(source: str, manifest_path: Path | None) -> str:
@@ -139,41 +157,74 @@ def detect_format(source: str, fmt: str = "auto") -> str:
     return _SUFFIXES[suffix]
 
 
-def read_raw_prompts(source: str, fmt: str = "auto", column: str | None = None) -> pl.Series:
-    """All prompt strings of one source, uncleaned (nulls and duplicates included)."""
-    fmt = detect_format(source, fmt)
-    remote = "://" in source
-    if not remote and not glob.glob(source):
-        raise PromptSourceError(f"prompt file not found: {source}")
-    if fmt == "txt":
-        lines = _read_text(source).splitlines()
-        return pl.Series("prompt", lines, dtype=pl.String)
-    if fmt == "json":
-        return _json_prompts(json.loads(_read_text(source)), source, column)
-    key = column or "prompt"
-    try:
-        if fmt == "parquet":
-            frame = pl.scan_parquet(source)
-        elif fmt in ("csv", "tsv"):
-            frame = pl.scan_csv(source, separator="\t" if fmt == "tsv" else ",", infer_schema=False)
-        else:
-            frame = pl.scan_ndjson(source, infer_schema_length=None)
-        names = frame.collect_schema().names()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise PromptSourceError(f"cannot read {fmt} prompts from {source}: {exc}") from exc
-    if key not in names:
-        raise PromptSourceError(f"{source}: no column {key!r}; columns are {names}")
-    return frame.select(pl.col(key).cast(pl.String).alias("prompt")).collect()["prompt"]
-
-
-def _read_text(source: str) -> str:
+def source_files(source: str) -> list[str]:
+    """The files a source names: a local file, every file a local glob matches (sorted), or one remote URL."""
     if "://" in source:
+        return [source]
+    files = sorted(f for f in glob.glob(source) if Path(f).is_file())
+    if not files:
+        raise PromptSourceError(f"prompt file not found: {source}")
+    return files
+
+
+def read_raw_prompts(
+    source: str, fmt: str = "auto", column: str | None = None, quoting: str = "auto"
+) -> pl.Series:
+    """All prompt strings of one source (a file, a glob or a URL), uncleaned (nulls and duplicates included)."""
+    files = source_files(source)
+    return pl.concat([read_prompt_file(f, fmt, column, quoting) for f in files]).rename("prompt")
+
+
+def read_prompt_file(
+    path: str, fmt: str = "auto", column: str | None = None, quoting: str = "auto"
+) -> pl.Series:
+    """The prompt strings of one file; every read error names the file.
+
+    `quoting` (csv/tsv): `auto` reads TSV raw, without quote processing (a TSV field cannot hold a tab, and in real
+    prompt sets such as PartiPrompts a field may start with a quote that is part of the prompt) and CSV with
+    standard double quotes; `none` and `csv` force one of the two.
+    """
+    fmt = detect_format(path, fmt)
+    try:
+        if fmt == "txt":
+            return pl.Series("prompt", _read_text(path).splitlines(), dtype=pl.String)
+        if fmt == "json":
+            return _json_prompts(json.loads(_read_text(path)), path, column)
+        key = column or "prompt"
+        if fmt == "parquet":
+            frame = pl.scan_parquet(path)
+        elif fmt in ("csv", "tsv"):
+            raw = quoting == "none" or (quoting == "auto" and fmt == "tsv")
+            frame = pl.scan_csv(
+                path,
+                separator="\t" if fmt == "tsv" else ",",
+                infer_schema=False,
+                quote_char=None if raw else '"',
+            )
+        else:
+            frame = pl.scan_ndjson(path, infer_schema_length=None)
+        names = frame.collect_schema().names()
+        if key not in names:
+            raise PromptSourceError(f"{path}: no column {key!r}; columns are {names}")
+        return frame.select(pl.col(key).cast(pl.String).alias("prompt")).collect()["prompt"]
+    except UnicodeDecodeError as exc:
+        raise PromptSourceError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8"
+        ) from None
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        if isinstance(exc, PromptSourceError):
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PromptSourceError(f"{path}: cannot read {fmt} prompts: {first_line}") from exc
+
+
+def _read_text(path: str) -> str:
+    if "://" in path:
         import fsspec
 
-        with fsspec.open(source, "rt", encoding="utf-8") as fh:
+        with fsspec.open(path, "rt", encoding="utf-8") as fh:
             return fh.read()
-    paths = sorted(glob.glob(source))
-    return "\n".join(Path(p).read_text(encoding="utf-8") for p in paths)
+    return Path(path).read_text(encoding="utf-8")
 
 
 def _json_prompts(data: Any, source: str, column: str | None) -> pl.Series:
@@ -251,6 +302,8 @@ __all__ = [
     "detect_format",
     "load_prompts",
     "prompts_from_strings",
+    "read_prompt_file",
     "read_prompt_manifest",
     "read_raw_prompts",
+    "source_files",
 ]

@@ -179,20 +179,48 @@ class ScoreBatch:
         errors: list[str | None] = (
             table.column(ERROR_COLUMN).to_pylist() if ERROR_COLUMN in table.column_names else [None] * n
         )
-        images = decode_images(table.column("image").to_pylist())
-        prompts = table.column("prompt").to_pylist()
         prompt_ids = table.column("prompt_id").to_pylist()
+        images = self._decode(table.column("image").to_pylist(), prompt_ids, errors)
+        ok = [i for i, image in enumerate(images) if image is not None]  # rows a scorer sees
+        decoded = [image for image in images if image is not None]
+        prompts = table.column("prompt").to_pylist()
         seconds = (
             table.column(SCORE_SECONDS).to_pylist() if SCORE_SECONDS in table.column_names else [0.0] * n
         )
         for name, scorer in self.scorers:
             start = time.perf_counter()
-            scores = self._score(name, scorer, images, prompts, prompt_ids, errors)
+            scores = np.full(n, np.nan, dtype=np.float32)
+            if ok:
+                row_errors = [errors[i] for i in ok]
+                scores[ok] = self._score(
+                    name, scorer, decoded, [prompts[i] for i in ok], [prompt_ids[i] for i in ok], row_errors
+                )
+                for i, error in zip(ok, row_errors, strict=True):
+                    errors[i] = error
             per_row = (time.perf_counter() - start) / max(n, 1)
             seconds = [s + per_row for s in seconds]
             table = _set_column(table, SCORE_PREFIX + name, pa.array(scores, pa.float32()))
         table = _set_column(table, ERROR_COLUMN, pa.array(errors, pa.string()))
         return _set_column(table, SCORE_SECONDS, pa.array(seconds, pa.float64()))
+
+    def _decode(
+        self, encoded: list[bytes], prompt_ids: list[str], errors: list[str | None]
+    ) -> list[Image.Image | None]:
+        """Each image decoded on its own: one that cannot be (truncated, corrupt) fails the batch naming its
+        prompt, or under quarantine becomes that row's error while the other rows are scored."""
+        images: list[Image.Image | None] = []
+        for i, data in enumerate(encoded):
+            try:
+                images.extend(decode_images([data]))
+            except Exception as exc:
+                message = f"image cannot be decoded: {type(exc).__name__}: {exc}"
+                if self.on_error == "fail":
+                    raise ScoringError(
+                        f"prompt id {prompt_ids[i]}: {message} (set scoring.on_error: quarantine to keep going)"
+                    ) from exc
+                errors[i] = message if errors[i] is None else f"{errors[i]}; {message}"
+                images.append(None)
+        return images
 
     def _score(
         self,

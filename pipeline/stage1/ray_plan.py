@@ -20,16 +20,20 @@ from pipeline.config import RunConfig
 from pipeline.console import Progress
 from pipeline.stage1.batches import GenerateBatch, ScoreBatch, ScorerFactory
 from pipeline.stage1.errors import find_stage1_error
-from pipeline.stage1.plan import ModelRef
+from pipeline.stage1.plan import InputError, ModelRef
 from pipeline.stage1.store import CandidateStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+_LOCAL_CLUSTER: str | None = None  # GCS address of the Ray this process started itself
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Use a running Ray (a job's `RAY_ADDRESS`, or one the caller started), else start a local one."""
     import ray
 
+    global _LOCAL_CLUSTER
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -43,21 +47,44 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
     )
+    _LOCAL_CLUSTER = ray.get_runtime_context().gcs_address
 
 
-def warn_if_short_of_resources(cfg: RunConfig, generating: bool) -> None:
-    """Actor pools that the cluster cannot hold wait forever: say so up front (an autoscaler may still add nodes)."""
+def started_here() -> bool:
+    """Whether the connected Ray is the local one this process started: a fixed cluster that never grows."""
+    import ray
+
+    return _LOCAL_CLUSTER is not None and ray.get_runtime_context().gcs_address == _LOCAL_CLUSTER
+
+
+def check_resources(cfg: RunConfig, generating: bool) -> None:
+    """Actor pools that the cluster cannot hold wait forever: refuse on a local Ray, warn on an attached one.
+
+    A local Ray started here never grows, so a shortfall (e.g. `generation.num_gpus: 1` on a machine without a GPU)
+    is an error now. An attached cluster (`RAY_ADDRESS`, or a Ray the caller started) may have an autoscaler that
+    adds nodes: there stage 1 says what it waits for and waits.
+    """
     import ray
 
     have = ray.cluster_resources()
     cpus, gpus = _actors_needed(cfg, generating), _gpus_needed(cfg, generating)
-    if have.get("CPU", 0) < cpus or have.get("GPU", 0) < gpus:
-        warnings.warn(
-            f"stage 1 needs {cpus} CPUs and {gpus:g} GPUs for its actor pools (generation.num_workers, "
-            f"scoring.num_workers, scoring.layout) but Ray has {have.get('CPU', 0):g} CPUs and "
-            f"{have.get('GPU', 0):g} GPUs: it will wait until the cluster grows",
-            stacklevel=3,
+    if have.get("CPU", 0) >= cpus and have.get("GPU", 0) >= gpus:
+        return
+    need = (
+        f"stage 1 needs {cpus} CPUs and {gpus:g} GPUs for its actor pools (generation.num_workers × "
+        f"generation.num_gpus, scoring.num_workers × the scorers' num_gpus, scoring.layout) but Ray has "
+        f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs"
+    )
+    if started_here():
+        raise InputError(
+            f"{need}, and the local Ray started for this run cannot grow: set the num_gpus keys to 0 to run on "
+            "CPUs, or submit to a cluster with GPUs (RAY_ADDRESS)"
         )
+    warnings.warn(
+        f"{need}: waiting for the cluster's autoscaler to add nodes (a cluster without one never returns; "
+        "stop the job and lower the request)",
+        stacklevel=3,
+    )
 
 
 def _gpus_needed(cfg: RunConfig, generating: bool) -> float:
@@ -140,12 +167,12 @@ def execute(
     from ray.data import DataContext
 
     ensure_ray(num_cpus=max(os.cpu_count() or 1, _actors_needed(cfg, not relabel) + 1))
-    warn_if_short_of_resources(cfg, not relabel)
+    check_resources(cfg, not relabel)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    # A worker's Stage1Error reaches this process as itself (inside Ray's RayTaskError), not as a UserCodeException
-    # whose cause is lost on the way: `find_stage1_error` recognises it by type.
+    # A worker's Stage1Error reaches this process as itself, not as Ray Data's UserCodeException, whose cause is
+    # lost on the way (exceptions pickle without __cause__): `find_stage1_error` can then name it in one line.
     context.raise_original_map_exception = True
     ds = build_dataset(
         items, cfg, generating=not relabel, model_refs=model_refs, scorer_factory=scorer_factory

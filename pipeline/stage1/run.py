@@ -40,8 +40,10 @@ from pipeline.console import say
 from pipeline.data.prompts import PromptSet
 from pipeline.paths import RunPaths
 from pipeline.stage1.batches import ScorerFactory
+from pipeline.stage1.identity import image_settings
 from pipeline.stage1.plan import (
     ModelRef,
+    check_references,
     generation_items,
     relabel_items,
     resolve_model_refs,
@@ -91,12 +93,18 @@ def run_stage1(
     human_dir = None
     call: dict[str, Any] = {"mode": "relabel" if relabel else "generate", "round": round}
     refs: dict[str, ModelRef] = {}  # tag → model; none in relabel mode
+    rejected = pa.table({})  # relabel mode: imported images that cannot be decoded
+
+    if not relabel:
+        refs = resolve_model_refs(cfg, model_ref, model_tag, models)
+    # Before anything is read, written or started: what the actors would load, and the table's image settings.
+    check_references(cfg, refs, default_scorers=scorer_factory is None)
+    store.check_settings(image_settings(cfg, refs, relabel))
 
     if relabel:
-        items, human_dir, stats = relabel_items(cfg, paths)
+        items, human_dir, stats, rejected = relabel_items(cfg, paths)
         call.update(source=cfg.prompts.pairs, safety_checker="not applicable", prompt_stats=stats)
     else:
-        refs = resolve_model_refs(cfg, model_ref, model_tag, models)
         n_seeds = seeds_per_prompt or cfg.generation.num_candidates
         offset = cfg.generation.seed_offset if seed_offset is None else seed_offset
         prompt_set = resolve_prompts(cfg, prompts)
@@ -115,6 +123,10 @@ def run_stage1(
     items = items.filter(todo_mask)
     call.update(n_planned=n_planned, n_skipped_existing=n_planned - items.num_rows)
 
+    if items.num_rows or rejected.num_rows:
+        store.record_settings()
+    if rejected.num_rows:  # relabel mode, quarantine: images that cannot be decoded, set aside before Ray
+        store.write(rejected)
     if items.num_rows:
         execute(items, cfg, store, relabel, refs, scorer_factory, progress, stage)
 

@@ -30,6 +30,7 @@ from pipeline.paths import RunPaths, part_name, table_files
 from pipeline.schema import CANDIDATE_FIELDS, candidates_schema, metric_columns
 from pipeline.stage1.batches import ERROR_COLUMN, GEN_SECONDS, SCORE_SECONDS
 from pipeline.stage1.errors import Stage1Error
+from pipeline.stage1.identity import IMAGE_SETTINGS, ROW_SETTINGS, check_image_settings, settings_from_rows
 
 ERRORS_SCHEMA = pa.schema([*CANDIDATE_FIELDS, pa.field("error", pa.string(), nullable=False)])
 
@@ -78,6 +79,7 @@ class CandidateStore:
         self.gen_seconds = 0.0
         self.score_seconds = 0.0
         self.write_log: list[tuple[float, int]] = []  # (perf_counter, rows) per batch that brought new rows
+        self.settings: dict[str, Any] | None = None  # the table's image settings, once checked
 
     def _check_existing_metrics(self) -> None:
         files = table_files(self.candidates_dir)
@@ -89,6 +91,34 @@ class CandidateStore:
                 f"{files[0]} was written with metrics {found}, this run scores {self.metrics}; "
                 f"write to another run directory"
             )
+
+    def _manifest(self) -> dict[str, Any]:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return read_manifest(self.candidates_dir)
+        return {}
+
+    def check_settings(self, current: dict[str, Any]) -> dict[str, Any]:
+        """Refuse a call whose image settings differ from the table's (`pipeline.stage1.identity`).
+
+        The table's settings come from its manifest or, for a table written before they were recorded, its rows.
+        """
+        recorded = self._manifest().get(IMAGE_SETTINGS)
+        if recorded is None:
+            files = table_files(self.candidates_dir) + table_files(self.errors_dir)
+            if files:
+                rows = pl.scan_parquet(files).select(ROW_SETTINGS).unique().collect().to_dicts()
+                recorded = settings_from_rows(rows, self.candidates_dir)
+        self.settings = check_image_settings(self.candidates_dir, recorded, current)
+        return self.settings
+
+    def record_settings(self) -> None:
+        """Write the checked settings into the manifest before the first image is generated: a run killed
+        before its own manifest still leaves a table whose settings are known."""
+        manifest = self._manifest()
+        if manifest.get(IMAGE_SETTINGS) == self.settings:
+            return
+        kept = {k: v for k, v in manifest.items() if k not in ("created", "packages", IMAGE_SETTINGS)}
+        write_manifest(self.candidates_dir, **kept, **{IMAGE_SETTINGS: self.settings})
 
     def write(self, batch: pa.Table) -> int:
         """Write the rows of `batch` not written before; returns how many rows were new."""
@@ -137,14 +167,13 @@ class CandidateStore:
 
     def write_manifest(self, call: dict[str, Any], **fields: Any) -> Path:
         """`<run>/candidates/manifest.json`: totals on disk, plus the history of calls that wrote them."""
-        calls: list[dict[str, Any]] = []
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            calls = list(read_manifest(self.candidates_dir).get("calls", []))
+        calls = list(self._manifest().get("calls", []))
         calls.append(call)
         return write_manifest(
             self.candidates_dir,
             schema=[{"name": f.name, "type": str(f.type)} for f in self.schema],
             metrics=self.metrics,
+            **{IMAGE_SETTINGS: self.settings},
             n_rows=count_rows(self.candidates_dir),
             n_errors=count_rows(self.errors_dir),
             calls=calls,

@@ -42,7 +42,54 @@ def scan_candidates(candidates_dir: Path, metrics: list[str] | None = None) -> t
     files = table_files(candidates_dir)
     if not files:
         raise CandidatesError(f"{candidates_dir}: no {TABLE_GLOB} candidates files")
-    return vote_columns(pl.scan_parquet(files), str(candidates_dir), metrics)
+    try:
+        return vote_columns(pl.scan_parquet(files), str(candidates_dir), metrics)
+    except CandidatesError as exc:
+        if isinstance(exc.__cause__, pl.exceptions.PolarsError):
+            raise unreadable_file_error(files, str(candidates_dir), exc.__cause__) from None
+        raise
+
+
+def unreadable_file_error(files: Sequence[Path], where: str, exc: BaseException) -> CandidatesError:
+    """Which file made a scan of several files fail, as an error naming it; polars' own message names none.
+
+    Called only after a read failed, so the happy path reads every footer once (polars'), not twice. A file is
+    unreadable (truncated, not parquet), or its id and score columns differ from the first file's: a column
+    missing or extra, or another type (float64 scores beside float32 ones).
+    """
+    import pyarrow.parquet as pq
+
+    reference: tuple[Path, dict[str, str]] | None = None
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean the same here
+            return CandidatesError(
+                f"{where}: candidates file {path} cannot be read ({err}); delete or replace it"
+            )
+        columns = {
+            f.name: str(f.type) for f in schema if f.name in ID_COLUMNS or f.name.startswith(SCORE_PREFIX)
+        }
+        if reference is None:
+            reference = (path, columns)
+            continue
+        first, expected = reference
+        missing = sorted(set(expected) - set(columns))
+        extra = sorted(set(columns) - set(expected))
+        retyped = sorted(c for c in set(expected) & set(columns) if expected[c] != columns[c])
+        problems = []
+        if missing:
+            problems.append(f"lacks column(s) {missing}")
+        if extra:
+            problems.append(f"has column(s) {extra} that the first file lacks")
+        problems += [f"has {c} as {columns[c]}, the first file as {expected[c]}" for c in retyped]
+        if problems:
+            return CandidatesError(
+                f"{where}: candidates file {path} {'; '.join(problems)} (first file: {first.name}); every file of "
+                "a table needs the same id and score columns"
+            )
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CandidatesError(f"{where}: cannot read the candidates: {first_line}")
 
 
 def vote_columns(
@@ -52,7 +99,7 @@ def vote_columns(
     try:
         schema = lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise CandidatesError(f"{where}: cannot read the candidates: {exc}") from None
+        raise CandidatesError(f"{where}: cannot read the candidates: {exc}") from exc
     missing = [c for c in ID_COLUMNS if c not in schema]
     if missing:
         raise CandidatesError(f"{where}: missing column(s) {missing}; found {list(schema)}")

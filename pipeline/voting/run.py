@@ -41,6 +41,7 @@ from pipeline.voting.pairing import (
     finite_filter,
     inspect_candidates,
     scan_candidates,
+    unreadable_file_error,
     vote_columns,
 )
 from pipeline.voting.query import build_vote, count_pairs, oriented_pairs
@@ -160,7 +161,10 @@ def _vote(cfg: RunConfig, strategy: str | None, candidates_dir: Path | None) -> 
     given, given_counts = given_pairs(paths) if vote.pairing == "given" else (None, None)
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
     blocked = vote.pairing == "all"
-    p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, in_memory=blocked)
+    try:
+        p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, in_memory=blocked)
+    except pl.exceptions.PolarsError as exc:  # a file polars could not read: say which one
+        raise unreadable_file_error(table_files(candidates_dir), str(candidates_dir), exc) from None
 
     final = paths.pairs(p.strategy)
     with atomic_directory(final) as stage:

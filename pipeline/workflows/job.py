@@ -136,6 +136,10 @@ def run_job(
     run_eval: bool = True,
 ) -> JobOutputs:
     """Every round, then the evaluation of every round's policy against the original base."""
+    if run_eval and cfg.eval.prompts is not None:
+        from pipeline.data.prompts import load_prompts
+
+        load_prompts(cfg.eval.prompts)  # a bad evaluation prompt file is found now, not after training
     timings: dict[str, float] = {}
     rounds: list[RoundOutputs] = []
     tuned: list[TunedModel] = []

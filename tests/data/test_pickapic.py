@@ -106,6 +106,58 @@ def test_import_bad_input_names_the_problem(mutate, message):
     assert message in str(err.value)
 
 
+def truncated_jpeg() -> bytes:
+    """A noisy JPEG cut off halfway: PIL reads its header (and size) fine; decoding it fails."""
+    noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="JPEG")
+    data = buf.getvalue()[: len(buf.getvalue()) // 2]
+    with Image.open(io.BytesIO(data)) as header_only:
+        assert header_only.size == (64, 64)
+    return data
+
+
+def test_a_truncated_image_is_found_at_import_not_in_a_scorer():
+    table = pickapic_table()
+    jpg_1 = table.column("jpg_1").to_pylist()
+    jpg_1[0] = truncated_jpeg()
+    table = table.set_column(table.column_names.index("jpg_1"), "jpg_1", pa.array(jpg_1))
+    with pytest.raises(PickapicError, match=r"column 'jpg_1', row 0: not a readable image"):
+        import_pickapic(table)
+    from pipeline.data.pickapic import read_pickapic
+
+    out = read_pickapic(table, on_bad_image="quarantine")
+    assert out.rejected.num_rows == 1 and "row 0" in out.rejected.column("error")[0].as_py()
+    assert out.counts == {
+        "rows": 4,
+        "rows_dropped_identical_images": 0,
+        "rows_dropped_unreadable_image": 1,
+        "rows_kept": 3,
+    }
+    bad = out.rejected.column("image_id")[0].as_py()
+    kept = out.human_pairs.to_pylist()
+    assert len(kept) == 3 and bad not in {r["image_id_0"] for r in kept} | {r["image_id_1"] for r in kept}
+    assert bad not in out.candidates.column("image_id").to_pylist()
+
+
+@pytest.mark.parametrize("how", ["same-bytes", "are_different-false"])
+def test_a_row_showing_one_image_twice_is_no_preference(how):
+    table = pickapic_table()
+    if how == "same-bytes":  # the uids differ, the pictures do not
+        jpg_1 = table.column("jpg_1").to_pylist()
+        jpg_1[0] = table.column("jpg_0")[0].as_py()
+        table = table.set_column(table.column_names.index("jpg_1"), "jpg_1", pa.array(jpg_1))
+    else:
+        table = table.append_column("are_different", pa.array([False, True, True, True]))
+    _, human = import_pickapic(table)
+    assert human.num_rows == 3
+    from pipeline.data.pickapic import read_pickapic
+
+    out = read_pickapic(table)
+    assert out.counts["rows_dropped_identical_images"] == 1 and out.counts["rows_kept"] == 3
+    assert [r["label_0"] for r in out.human_pairs.to_pylist()] == [0.0, 0.5, 0.0]  # row 0 is gone
+
+
 def test_human_pairs_to_pairs_drops_ties_and_contradictions():
     _, human = import_pickapic(pickapic_table())
     pairs = human_pairs_to_pairs(human)

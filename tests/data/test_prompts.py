@@ -8,7 +8,7 @@ import fsspec
 import polars as pl
 import pytest
 
-from pipeline.config import PromptsSection, load_config
+from pipeline.config import ConfigError, PromptsSection, load_config
 from pipeline.data.prompts import (
     PromptSourceError,
     clean_prompts,
@@ -44,7 +44,10 @@ def _write_all_formats(tmp_path) -> dict[str, str]:
 @pytest.mark.parametrize("fmt", ["txt", "csv", "tsv", "jsonl", "json", "parquet"])
 def test_every_format_gives_the_same_clean_prompts(tmp_path, fmt):
     path = _write_all_formats(tmp_path)[fmt]
-    prompts = load_prompts(PromptsSection(path=path, column=None if fmt == "txt" else "text"))
+    # polars writes the TSV CSV-style, quoting the field that holds a tab: say so (raw TSV is the default).
+    quoting = "csv" if fmt == "tsv" else "auto"
+    section = PromptsSection(path=path, column=None if fmt == "txt" else "text", quoting=quoting)
+    prompts = load_prompts(section)
     assert prompts.prompts == CLEAN
     assert prompts.table["prompt_id"].to_list() == [make_prompt_id(p) for p in CLEAN]
     assert prompts.table["source"].unique().to_list() == ["p"]
@@ -127,3 +130,77 @@ def test_a_manifest_count_mismatch_is_recorded_and_warned(tmp_path):
     with pytest.warns(UserWarning, match="expected 3 prompts, read 2"):
         prompts = load_prompts(PromptsSection(manifest=str(manifest)))
     assert prompts.stats["expected_count"] == 3
+
+
+# A file of the real PartiPrompts TSV's shape: four columns, and fields that start with a quote that belongs to the
+# prompt (quote processing reads them as an unterminated quoted field).
+PARTI_TSV = (
+    "Prompt\tCategory\tChallenge\tNote\n"
+    "a cat sitting on a mat\tAnimals\tBasic\t\n"
+    '"The Starry Night" by van Gogh, as a photograph\tArts\tStyle & Format\tfamous painting\n'
+    "a dog\tAnimals\tBasic\t\n"
+    '"hello" written on a sign\tWorld Knowledge\tWriting & Symbols\t\n'
+)
+
+
+def test_a_tsv_field_starting_with_a_quote_is_part_of_the_prompt(tmp_path):
+    path = tmp_path / "PartiPrompts.tsv"
+    path.write_text(PARTI_TSV)
+    prompts = load_prompts(PromptsSection(path=str(path), column="Prompt"))
+    assert prompts.prompts == [
+        "a cat sitting on a mat",
+        '"The Starry Night" by van Gogh, as a photograph',
+        "a dog",
+        '"hello" written on a sign',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.csv", b'prompt\n"an unterminated quote, a cat\na dog\n', "cannot read csv prompts"),
+        ("latin1.csv", "prompt\ncaf\xe9 au lait\n".encode("latin-1"), "cannot read csv prompts"),
+        ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), "not UTF-8 text"),
+        ("latin1.json", '["caf\xe9"]'.encode("latin-1"), "not UTF-8 text"),
+        ("broken.json", b'["a cat", ', "cannot read json prompts"),
+        ("broken.parquet", b"PAR1 not really", "cannot read parquet prompts"),
+    ],
+)
+def test_every_read_error_names_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PromptSourceError, match=message) as err:
+        load_prompts(PromptsSection(path=str(path)))
+    assert str(path) in str(err.value)
+    assert "\n" not in str(err.value)  # one line, not polars' page of hints
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "   \n\t\n"])
+def test_an_empty_or_blank_prompt_file_is_an_error(tmp_path, content):
+    path = tmp_path / "prompts.txt"
+    path.write_text(content)
+    with pytest.raises(PromptSourceError, match=r"no prompts in .*prompts\.txt"):
+        load_prompts(PromptsSection(path=str(path)))
+
+
+def test_prompts_path_takes_a_glob(tmp_path):
+    (tmp_path / "a.txt").write_text("a red circle\n")
+    (tmp_path / "b.txt").write_text("a blue square\na red circle\n")
+    cfg = load_config("configs/tiny.yaml", [f"prompts.path={tmp_path}/*.txt"])
+    prompts = load_prompts(cfg.prompts)
+    assert prompts.prompts == ["a red circle", "a blue square"]
+    assert prompts.stats["n_read"] == 3
+
+
+def test_a_source_override_replaces_the_configs_manifest(tmp_path):
+    (tmp_path / "mine.txt").write_text("a red circle\n")
+    cfg = load_config("configs/tiny.yaml", [f"prompts.path={tmp_path}/mine.txt"])
+    assert cfg.prompts.manifest is None and cfg.prompts.path == f"{tmp_path}/mine.txt"
+    pairs = tmp_path / "pairs.parquet"
+    pairs.write_bytes(b"")
+    cfg = load_config("configs/tiny.yaml", [f"prompts.pairs={pairs}"])
+    assert cfg.prompts.manifest is None and cfg.prompts.pairs == str(pairs)
+    cfg = load_config("configs/tiny.yaml", [f"eval.prompts.path={tmp_path}/mine.txt"])
+    assert cfg.eval.prompts is not None and cfg.eval.prompts.manifest is None
+    with pytest.raises(ConfigError, match="exactly one"):  # two sources at once: still ambiguous
+        load_config("configs/tiny.yaml", [f"prompts.path={tmp_path}/mine.txt", f"prompts.pairs={pairs}"])

@@ -29,7 +29,7 @@ def relabel_run(tmp_path: Path, *overrides: str, base: str | Path | None = None)
         tmp_path / "run", f"prompts={{pairs: {dataset}}}", f"scoring.scorers={specs}", *overrides, base=base
     )
     paths = RunPaths(cfg.output_dir)
-    items, _, _ = relabel_items(cfg, paths)
+    items, _, _, _ = relabel_items(cfg, paths)  # the last: unreadable images (none here)
     scored = ScoreBatch(cfg.scoring.scorers, scorer_factory=make_scorer)(items)
     CandidateStore(paths, list(SCORERS)).write(scored)
     return cfg

@@ -238,6 +238,31 @@ def test_relabel_mode_scores_pickapic_images_and_keeps_human_labels(cluster, tmp
     assert set(human.column("image_id_0").to_pylist()) <= set(rows.column("image_id").to_pylist())
 
 
+def test_relabel_quarantine_sets_aside_a_truncated_image_and_drops_identical_pairs(cluster, tmp_path):
+    """A truncated image (its header reads fine) is quarantined at import, before Ray; the job completes."""
+    path = Path(
+        _pickapic(tmp_path / "p.parquet", ["a white square", "a grey square"], [(255,) * 3, (128,) * 3])
+    )
+    table = pq.read_table(path)
+    jpg_0 = table.column("jpg_0").to_pylist()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(buf, format="PNG", compress_level=0)
+    jpg_0[1] = buf.getvalue()[:3000]
+    identical = {k: [v[0]] for k, v in table.to_pydict().items()}
+    identical["jpg_1"] = identical["jpg_0"]  # a third row showing the white square twice
+    rows = {k: v + identical[k] for k, v in {**table.to_pydict(), "jpg_0": jpg_0}.items()}
+    pq.write_table(pa.table(rows), path)
+    overrides = ("prompts.manifest=null", f"prompts.pairs={path}", "scoring.on_error=quarantine")
+    out = run_stage1(tiny_config(tmp_path, *overrides), scorer_factory=make_scorer, progress=False)
+    # white and black of "a white square", black of "a grey square"; the truncated image is quarantined
+    assert (out.n_rows, out.n_errors) == (3, 1)
+    assert "not a readable image" in read_rows(out.errors_dir).column("error")[0].as_py()
+    human = pq.read_table(table_files(out.human_pairs_dir)[0])
+    assert human.num_rows == 1  # the identical row and the one showing the truncated image are dropped
+    counts = read_manifest(out.human_pairs_dir)["counts"]
+    assert counts["rows_dropped_identical_images"] == 1 and counts["rows_dropped_unreadable_image"] == 1
+
+
 def test_failing_scorer_fails_the_job_naming_prompt_ids(cluster, tmp_path):
     pairs = _pickapic(tmp_path / "p.parquet", ["a zebra at noon", "a red circle"], [(9, 9, 9), (200, 0, 0)])
     cfg = tiny_config(tmp_path, "prompts.manifest=null", f"prompts.pairs={pairs}", scorers=("picky",))

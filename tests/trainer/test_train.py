@@ -70,9 +70,7 @@ def test_short_full_finetune_learns_its_pairs_and_exports_a_unet(tmp_path):
 
     # mode none: the reference saved with the checkpoint is still the base UNet.
     base = load_pipeline(ModelSection(pretrained="tiny/sd15"), device="cpu")
-    ref_state = torch.load(
-        out.last_checkpoint / "custom_checkpoint_2.pkl", map_location="cpu", weights_only=False
-    )
+    ref_state = load_file(out.last_checkpoint / "reference.safetensors")
     base_state = base.unet.state_dict()
     assert all(torch.equal(ref_state[f"unet.{k}"], v) for k, v in base_state.items())
 

@@ -49,8 +49,15 @@ def checkpoint(run: Path, step: int) -> Path:
     return run / "train" / "majority" / "checkpoints" / f"checkpoint-{step:07d}"
 
 
-def pickled(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+def checkpoint_contents(path: Path) -> dict:
+    """Everything a checkpoint holds, read as data (tensors from safetensors, the rest from JSON; no pickle)."""
+    out: dict = {}
+    for file in sorted(path.iterdir()):
+        if file.suffix == ".safetensors":
+            out[file.name] = load_file(file)
+        else:
+            out[file.name] = json.loads(file.read_text())
+    return out
 
 
 def assert_same_state(a, b, where: str) -> None:
@@ -103,12 +110,11 @@ def test_resume_after_a_stopped_process_is_bit_exact(tmp_path, train_keys):
     assert manifest["resumed_from"] == str(checkpoint(resumed, 2))
     assert manifest["status"] == "finished" and out_b.step == steps
 
-    a, b = checkpoint(straight, steps), checkpoint(resumed, steps)
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert_same_state(wa, wb, "model")  # policy (and, with LoRA, the reference adapter)
-    assert_same_state(pickled(a / "optimizer.bin"), pickled(b / "optimizer.bin"), "optimizer")
-    for custom in sorted(p.name for p in a.glob("custom_checkpoint_*.pkl")):  # LR schedule, state, reference
-        assert_same_state(pickled(a / custom), pickled(b / custom), custom)
+    a, b = checkpoint_contents(checkpoint(straight, steps)), checkpoint_contents(checkpoint(resumed, steps))
+    # policy (with LoRA, the reference adapter too), reference copy, optimizer, LR schedule, step, refreshes and
+    # metrics, RNG states, the fingerprint, the index: every file, bit for bit
+    assert sorted(a) == sorted(b) and "optimizer.safetensors" in a and "rng_0.safetensors" in a
+    assert_same_state(a, b, "checkpoint")
     assert out_a.refreshes == out_b.refreshes
     assert out_a.eval_after == out_b.eval_after
 
@@ -134,10 +140,13 @@ def test_two_processes_match_one_process(tmp_path):
     )  # fmt: skip
     manifest = json.loads((double / "train" / "majority" / "manifest.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["global_batch"] == 4
-    assert sorted(p.name for p in checkpoint(double, 2).glob("random_states_*.pkl")) == [
-        "random_states_0.pkl",
-        "random_states_1.pkl",
+    assert sorted(p.name for p in checkpoint(double, 2).glob("rng_*")) == [
+        "rng_0.json",
+        "rng_0.safetensors",
+        "rng_1.json",
+        "rng_1.safetensors",
     ]
+    assert not [p for p in checkpoint(double, 2).iterdir() if p.suffix in (".pkl", ".bin")]
 
     base = load_pipeline(ModelSection(pretrained="tiny/sd15"), device="cpu").unet.state_dict()
     w1 = load_file(checkpoint(single, 2) / "model.safetensors")

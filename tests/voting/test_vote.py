@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +265,63 @@ def test_bad_input_is_a_clear_error(tmp_path, frame, message):
         run_vote(cfg)
     assert message in str(err.value) and str(tmp_path / "candidates") in str(err.value)
     assert not (tmp_path / "pairs" / "majority").exists()
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        ("truncated", "cannot be read"),
+        ("no-score-column", "lacks column(s) ['score_c']"),
+        ("float64-scores", "has score_b as double, the first file as float"),
+        ("extra-score-column", "has column(s) ['score_d'] that the first file lacks"),
+    ],
+)
+@pytest.mark.parametrize("pairing", ["all", "best_vs_worst"])
+def test_a_bad_file_among_several_is_named(tmp_path, second, message, pairing):
+    """The vote reads every part file; when one of them does not fit, the error names it (not a polars page)."""
+    first, other = BASE.head(6), BASE.tail(3)
+    cfg = make_run(tmp_path, first, pairing=pairing)
+    bad = tmp_path / "candidates" / "part-00001.parquet"
+    if second == "no-score-column":
+        other = other.drop("score_c")
+    elif second == "float64-scores":
+        other = other.with_columns(pl.col("score_b").cast(pl.Float64))
+    elif second == "extra-score-column":
+        other = other.with_columns(score_d=pl.col("score_a"))
+    write_parquet_atomic(other.to_arrow(), bad)
+    if second == "truncated":
+        _truncate(bad)
+    with pytest.raises(CandidatesError) as err:
+        run_vote(cfg)
+    assert str(bad) in str(err.value) and message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "pairs" / "majority").exists()
+
+
+def test_a_truncated_only_file_is_named_by_the_cli(tmp_path, capsys):
+    make_run(tmp_path, BASE)
+    _truncate(tmp_path / "candidates" / "part-00000.parquet")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"run": {"output_dir": str(tmp_path)}}))
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "candidates" / "part-00000.parquet") in err and "Traceback" not in err
+
+
+def test_the_staging_a_killed_vote_left_is_removed_by_the_next_vote(tmp_path):
+    cfg = make_run(tmp_path, BASE, diagnostics=False)
+    left = tmp_path / "pairs" / ".majority.k1lled00"  # what `atomic_directory` stages under
+    left.mkdir(parents=True)
+    (left / ONE_FILE).write_bytes(b"\0" * 1_000_000)
+    an_hour_ago = time.time() - 3600
+    os.utime(left, (an_hour_ago, an_hour_ago))
+    run_vote(cfg)
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["majority"]
 
 
 def test_non_finite_scores_can_be_dropped_and_counted(tmp_path):
