@@ -8,6 +8,7 @@ Errors name the key and the file: a typo in a key is an error, never a silently 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,11 +232,54 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
+    """Held-out evaluation (pipeline/evaluate.py): any model against a baseline on one or more prompt sets."""
+
     prompts: PromptsSection | None = None
+    prompt_sets: dict[str, PromptsSection] = Field(
+        default_factory=dict,
+        description="several named prompt sets instead of prompts: each reported on its own, then pooled",
+    )
+    scorers: list[ScorerSpec] | None = Field(
+        None, description="metrics that judge; default scoring.scorers. Those that did not vote are held out"
+    )
+    baseline: str = Field(
+        "base", description="the side every model is compared with: base, or a model as --baseline takes it"
+    )
     seeds_per_prompt: int = Field(4, ge=1)
     seed_offset: int = 1_000_000
     bootstrap_samples: int = Field(1000, ge=100)
+    bootstrap_unit: Literal["prompt", "item"] = Field(
+        "prompt",
+        description="resample whole prompts with all their seeds (items of a prompt are not independent)",
+    )
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    @field_validator("prompt_sets")
+    @classmethod
+    def _set_names(cls, v: dict[str, PromptsSection]) -> dict[str, PromptsSection]:
+        for name in v:  # a table label: lowercase words, never a path
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(
+                    f"prompt set name {name!r} must be lowercase letters, digits and underscores"
+                )
+        if "pooled" in v:
+            raise ValueError("'pooled' names the union of all prompt sets; call the set something else")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way_to_give_prompts(self) -> EvalSection:
+        if self.prompts is not None and self.prompt_sets:
+            raise ValueError("give eval.prompts (one set) or eval.prompt_sets (several), not both")
+        return self
+
+    def named_prompt_sets(self) -> dict[str, PromptsSection]:
+        """The prompt sets to evaluate on, by name (one `eval.prompts` is named after its manifest or file)."""
+        if self.prompt_sets:
+            return dict(self.prompt_sets)
+        if self.prompts is None:
+            return {}
+        source = self.prompts.manifest or self.prompts.path or "prompts"
+        return {Path(source).stem: self.prompts}
 
 
 class RunConfig(Section):
@@ -354,7 +398,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def check_files(cfg: RunConfig, where: str) -> None:
     """Files the config names must exist now, not an hour into the run."""
-    for key, section in (("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)):
+    sections = [("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)]
+    sections += [(f"eval.prompt_sets.{name}", sec) for name, sec in cfg.eval.prompt_sets.items()]
+    for key, section in sections:
         if section is None:
             continue
         for attr in ("manifest", "path", "pairs"):

@@ -1,10 +1,14 @@
-"""Evaluation from the command line: base vs tuned models on held-out prompts and seeds, every metric.
+"""Evaluation from the command line: models against a baseline on held-out prompts and seeds, every metric.
 
     python -m pipeline.evaluate --config configs/tiny.yaml                      # base vs train.strategy's weights
     python -m pipeline.evaluate --config configs/tiny.yaml --tuned runs/tiny/train/majority/final \\
         --tuned sum=runs/tiny/train/sum/final --tuned static=runs/static/train/majority/final
+    python -m pipeline.evaluate --config configs/sd15.yaml --tuned balanced=runs/sd15/train/majority/final \\
+        --baseline diffusion_dpo=unet:mhdang/dpo-sd1.5-text2image-v1                 # head to head
 
-The work is `pipeline.evaluation.evaluate`; the outputs are listed in `pipeline.evaluation.compare`.
+A model is `[NAME=]REF`: `base`, a trainer `final/` directory, a diffusers directory, a directory with a UNet-only
+checkpoint (`unet/`), `hub:<id>[@rev]` or `unet:<id>[@rev]` (see `pipeline.evaluation.models`). The work is
+`pipeline.evaluation.evaluate`; the outputs are listed in `pipeline.evaluation.compare`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ import json
 import polars as pl
 
 from pipeline.config import add_config_arguments, load_config
-from pipeline.evaluation import evaluate
-from pipeline.evaluation.tables import side_by_side
+from pipeline.evaluation import EvalError, ProtocolMismatch, evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,24 +38,50 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument(
         "--tuned",
+        "--model",
+        dest="tuned",
         action="append",
         default=None,
-        metavar="[NAME=]DIR",
-        help="a trainer final/ directory or a diffusers directory (repeatable); default: train.strategy's",
+        metavar="[NAME=]REF",
+        help="a model to evaluate (repeatable); default: train.strategy's final weights in this run",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="[NAME=]REF",
+        help="the side every model is compared with (default eval.baseline: the base model)",
     )
     parser.add_argument("--out-dir", default=None, help="evaluation directory (default <run>/eval)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="directory whose candidates/ caches the images (default the evaluation directory); "
+        "evaluations sharing it reuse each other's images",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    out = evaluate(cfg, args.tuned, out_dir=args.out_dir, progress=not args.no_progress)
-    print(side_by_side(out.frame))
+    try:
+        out = evaluate(
+            cfg,
+            args.tuned,
+            baseline=args.baseline,
+            out_dir=args.out_dir,
+            cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+        )
+    except (EvalError, ProtocolMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out.markdown.read_text())
     for what, path in out.paths().items():
         print(f"[eval] {what}: {path}")
-    print(
-        json.dumps(
-            {r["run"]: r["win_rate"] for r in out.frame.filter(pl.col("metric") == "majority").to_dicts()}
+    for name, reuse in out.reuse.items():
+        print(
+            f"[eval] images of {name}: {reuse.planned} needed, {reuse.reused} reused, {reuse.generated} new"
         )
-    )
+    majority = out.frame.filter(pl.col("metric") == "majority")
+    print(json.dumps({f"{r['run']} | {r['prompt_set']}": r["win_rate"] for r in majority.to_dicts()}))
     return 0
 
 

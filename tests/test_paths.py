@@ -41,4 +41,8 @@ def test_table_files_are_the_part_files_in_order(tmp_path):
         (tmp_path / part_name(key)).write_bytes(b"")
     (tmp_path / "manifest.json").write_text("{}")
     (tmp_path / f".{part_name('c')}.tmp").write_bytes(b"")  # an unfinished write
-    assert [p.name for p in table_files(tmp_path)] == ["part-00001.parquet", "part-a.parquet", "part-b.parquet"]
+    assert [p.name for p in table_files(tmp_path)] == [
+        "part-00001.parquet",
+        "part-a.parquet",
+        "part-b.parquet",
+    ]
