@@ -282,6 +282,42 @@ class EvalSection(Section):
         return {Path(source).stem: self.prompts}
 
 
+PAPER_METHODS = (
+    "balanced_dpo",
+    "diffusion_dpo",
+    "static_reference",
+    "random_metric",
+    "sum",
+    "normalized_sum",
+)
+
+
+class ExperimentSection(Section):
+    """The paper's table in one command (pipeline/experiment.py): methods trained on the same candidates, each
+    evaluated against the base and head to head against `baseline`. The methods are defined in
+    `pipeline.workflows.methods`; `extra_methods` adds variants as `STRATEGY[:KEY=VALUE]...`."""
+
+    methods: list[str] = Field(default_factory=lambda: list(PAPER_METHODS))
+    baseline: str = Field("diffusion_dpo", description="the method every other one meets head to head")
+    baseline_labels: str = Field(
+        "human",
+        description="Diffusion-DPO's labels: human (relabel mode: the dataset's own) or single:<metric>",
+    )
+    extra_methods: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> ExperimentSection:
+        known = set(PAPER_METHODS) | set(self.extra_methods)
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {sorted(known)} (add more in extra_methods)")
+        if self.baseline not in self.methods:
+            raise ValueError(f"baseline {self.baseline!r} is not among the methods {self.methods}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods are listed twice: {self.methods}")
+        return self
+
+
 class RunConfig(Section):
     """A whole run: prompts → candidates → pairs → tuned model → evaluation."""
 
@@ -293,6 +329,7 @@ class RunConfig(Section):
     vote: VoteSection = Field(default_factory=VoteSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
 
     # Where the YAML came from; relative paths inside it resolve against the project root (the cwd).
     source: Path | None = Field(None, exclude=True)
@@ -405,7 +442,10 @@ def check_files(cfg: RunConfig, where: str) -> None:
             continue
         for attr in ("manifest", "path", "pairs"):
             value = getattr(section, attr, None)
-            if value and "://" not in value and not Path(value).exists():
+            embedded = value is not None and value.startswith(
+                "tiny/"
+            )  # built on first use (pipeline/data/embedded.py)
+            if value and "://" not in value and not embedded and not Path(value).exists():
                 raise ConfigError(f"{where}: {key}.{attr}: file not found: {value}")
 
 

@@ -143,6 +143,9 @@ def detect_format(source: str, fmt: str = "auto") -> str:
 
 def read_raw_prompts(source: str, fmt: str = "auto", column: str | None = None) -> pl.Series:
     """All prompt strings of one source, uncleaned (nulls and duplicates included)."""
+    from pipeline.data.embedded import resolve_data_path
+
+    source = resolve_data_path(source)
     fmt = detect_format(source, fmt)
     remote = "://" in source
     if not remote and not glob.glob(source):

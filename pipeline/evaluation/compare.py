@@ -68,6 +68,25 @@ class EvalOutputs:
         }
 
 
+def load_evaluation(eval_dir: str | Path) -> EvalOutputs:
+    """A finished evaluation read back from its directory (tables, protocol, image counts), nothing recomputed."""
+    eval_dir = Path(eval_dir)
+    manifest = json.loads((eval_dir / "manifest.json").read_text())
+    table = eval_dir / "winrates.parquet"
+    return EvalOutputs(
+        eval_dir=eval_dir,
+        candidates_dir=Path(manifest["image_cache"]),
+        markdown=eval_dir / "winrates.md",
+        table=table,
+        per_image=eval_dir / "per_image.parquet",
+        plot=eval_dir / "winrates.png",
+        manifest=eval_dir / "manifest.json",
+        frame=pl.read_parquet(table),
+        protocol=protocol.read_parquet_protocol(table),
+        reuse={name: cache.Reuse(**counts) for name, counts in manifest.get("images", {}).items()},
+    )
+
+
 def as_model(model: TunedModel | str | Path) -> TunedModel:
     return model if isinstance(model, TunedModel) else parse_tuned(str(model))
 

@@ -1,5 +1,7 @@
-"""Generators of small, real inputs for tests, benchmarks and the example notebook; not used by the stages.
+"""Generators of small, real inputs for tests, benchmarks and the example notebook.
 
 - `candidates`: candidates tables made up from score matrices (the vote's tests and benchmark);
-- `toy_run`: a tiny-model run directory with candidates and rule-labelled pairs (the trainer's tests and benchmark).
+- `toy_run`: a tiny-model run directory with candidates and rule-labelled pairs (the trainer's tests and benchmark);
+- `pickapic_synthetic`: a small Pick-a-Pic-layout table with human labels from a hidden rule (the tiny experiment;
+  the stages read it as the embedded data set `tiny/pickapic/<split>.parquet`, `pipeline.data.embedded`).
 """
