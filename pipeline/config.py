@@ -46,6 +46,11 @@ class ModelSection(Section):
     revision: str | None = None
     variant: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    vae: str | None = Field(
+        None,
+        description="a separate VAE (hub id or local AutoencoderKL directory), e.g. an fp16-safe SDXL VAE, "
+        "as the reference SDXL trainers allow; default: the model's own",
+    )
 
 
 class PromptsSection(Section):
@@ -132,14 +137,18 @@ class VoteSection(Section):
     """Stage 2: how pairs are formed inside each prompt and which strategy picks the winner (pipeline/vote.py).
 
     Strategies: majority, single:<metric> (on disk single_<metric>), random_metric, sum, normalized_sum,
-    weighted_majority. Keys naming metrics are checked against the candidates table when the vote runs.
+    weighted_majority, and `human` (relabel mode: the imported dataset's own labels, no vote). Keys naming
+    metrics are checked against the candidates table when the vote runs.
+
+    Pairing: `all` pairs inside each prompt; `given` (relabel mode) the dataset's own pairs, relabelled by the
+    vote; `auto` is `given` in relabel mode and `all` otherwise.
     """
 
     strategy: str = "majority"
     metrics: list[str] | None = Field(
         None, description="metrics that vote; default: every score_<metric> column"
     )
-    pairing: Literal["all", "best_vs_worst", "random_k"] = "all"
+    pairing: Literal["auto", "all", "given", "best_vs_worst", "random_k"] = "auto"
     random_k: int = Field(4, ge=1, description="pairs drawn per prompt when pairing is random_k")
     min_agree: int | None = Field(
         None, ge=1, description="votes needed to keep a pair; default: a strict majority"
@@ -206,6 +215,11 @@ class TrainSection(Section):
     )
     weight_by_confidence: bool = False
     learning_rate: float = Field(1e-4, gt=0.0)
+    scale_lr: bool = Field(
+        False,
+        description="multiply learning_rate by the effective batch (batch_size × gradient_accumulation_steps × "
+        "processes), as the reference trainer's --scale_lr",
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     lr_warmup_steps: int = Field(0, ge=0)
     max_steps: int = Field(100, ge=1, description="optimizer steps")
@@ -214,7 +228,22 @@ class TrainSection(Section):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     optimizer: Literal["adamw", "adafactor"] = "adamw"
-    weight_decay: float = 0.0
+    weight_decay: float = Field(
+        1e-2, ge=0.0, description="the reference trainer's --adam_weight_decay default"
+    )
+    prompt_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of pairs trained on the empty prompt (keeps classifier-free guidance working); "
+        "drawn per (seed, position in the pair stream)",
+    )
+    crop: Literal["center", "random"] = Field(
+        "center",
+        description="images the trainer VAE-encodes (imported datasets): shorter side resized to the run's "
+        "resolution (generation.height × width), then this crop",
+    )
+    hflip: bool = Field(False, description="mirror a seeded half of the images the trainer VAE-encodes")
     max_grad_norm: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(50, ge=1)
     keep_checkpoints: int = Field(3, ge=1, description="newest accelerate checkpoints kept on disk")

@@ -2,6 +2,7 @@
 
     python pipeline/vote.py --config configs/tiny.yaml [--strategy majority] [--strategy single:pickscore] ...
     python -m pipeline.vote --config configs/tiny.yaml --strategy all      # every strategy, for ablations
+    python pipeline/vote.py --config X --set prompts.pairs=data.parquet --strategy human   # the dataset's labels
 
 Writes `<run>/pairs/<strategy>/` for each strategy (the work is `pipeline.voting.run_vote`). Exit code 2 on a
 bad config, candidates table or strategy, with the message on one line.
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "--strategy",
         action="append",
         default=[],
-        help="majority, single:<metric>, random_metric, sum, normalized_sum, weighted_majority, or all "
-        "(repeatable; default: vote.strategy of the config)",
+        help="majority, single:<metric>, random_metric, sum, normalized_sum, weighted_majority, or all; "
+        "human (relabel mode): the imported dataset's own labels (repeatable; default: vote.strategy of the config)",
     )
     parser.add_argument(
         "--candidates", type=Path, default=None, help="candidates directory (default <run>/candidates)"

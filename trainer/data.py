@@ -3,13 +3,15 @@
 The hot loop only indexes arrays. Before training, `prepare_train_data` reads the pairs table and the candidates
 it names, checks them, and writes a cache under `<train dir>/cache/<key>/`:
 - `latents.npy` (images, C, H, W): the stored final latents (already × VAE scaling factor); images without one
-  (imported datasets) are PNG-decoded and VAE-encoded here, once (the posterior mean, so the cache is
-  deterministic);
+  (imported datasets) are decoded, brought to the training size (`trainer.images`: resize, crop, optional flip)
+  and VAE-encoded here, once (the posterior mean, so the cache is deterministic);
 - `embeds.npy` (prompts, tokens, dim) and, for SDXL, `pooled.npy`: each distinct prompt encoded once, through the
   pipeline's own `encode_prompt` (SDXL: both text encoders, pooled embedding of the second);
-- `sizes.npy` (images, 2): height and width, for SDXL's time ids.
-The key hashes the model and the image and prompt ids, so a rerun on the same pairs reuses the cache and a new
-pairs table builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
+- `empty_embeds.npy` (and SDXL's `empty_pooled.npy`): the empty prompt, encoded the same way, for prompt dropout;
+- `sizes.npy` (images, 2): height and width, for SDXL's time ids (the training size for encoded images, as the
+  reference trainer conditions on).
+The key hashes the model, the image rule and the image and prompt ids, so a rerun on the same pairs reuses the
+cache and a new pairs table builds its own. Arrays are memory-mapped, so a large set does not have to fit in RAM.
 
 Which pairs a step sees and the noise it draws are `trainer.sampling`'s business.
 """
@@ -32,9 +34,10 @@ import torch
 from PIL import Image
 
 from pipeline.paths import TABLE_GLOB, table_files
+from trainer.images import ImageRule, fit_image
 
 PAIR_COLUMNS = ("prompt_id", "prompt", "image_id_w", "image_id_l", "confidence")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the empty prompt's embedding; imported images brought to the training size
 
 
 class TrainDataError(ValueError):
@@ -184,10 +187,20 @@ def check_latents(latents: dict[str, np.ndarray], in_channels: int, candidates_d
 
 
 @torch.no_grad()
-def vae_encode_pngs(pipe, pngs: list[bytes], batch_size: int) -> np.ndarray:
-    """PNG → image tensor in [−1, 1] → VAE posterior mean × scaling factor, in batches of one image size."""
+def vae_encode_pngs(
+    pipe,
+    pngs: list[bytes],
+    batch_size: int,
+    rule: ImageRule | None = None,
+    image_ids: list[str] | None = None,
+) -> list[np.ndarray]:
+    """PNG → (with a `rule`: resized, cropped, maybe mirrored, `trainer.images`) → image tensor in [−1, 1] →
+    VAE posterior mean × scaling factor, in batches of one image size."""
     vae = pipe.vae
     images = [Image.open(io.BytesIO(b)).convert("RGB") for b in pngs]
+    if rule is not None:
+        ids = image_ids if image_ids is not None else [str(i) for i in range(len(images))]
+        images = [fit_image(im, rule, i) for im, i in zip(images, ids, strict=True)]
     out: list[np.ndarray | None] = [None] * len(images)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
@@ -200,7 +213,8 @@ def vae_encode_pngs(pipe, pngs: list[bytes], batch_size: int) -> np.ndarray:
             lat = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
             for i, row in zip(chunk, lat.float().cpu().numpy(), strict=True):
                 out[i] = row
-    return np.stack(out)  # type: ignore[arg-type]
+    # A list, not a stack: images of different sizes are `check_latents`' to report, naming them.
+    return out  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -235,6 +249,8 @@ class TrainData:
     confidence: np.ndarray  # (pairs,)
     cache_dir: Path
     num_vae_encoded: int = 0
+    empty_embeds: np.ndarray | None = None  # (1, tokens, dim): the empty prompt, for prompt dropout
+    empty_pooled: np.ndarray | None = None  # (1, dim), SDXL only
 
     def __len__(self) -> int:
         return len(self.w_index)
@@ -243,30 +259,49 @@ class TrainData:
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.latents.shape[1:])
 
-    def batch(self, pair_rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        """Tensors for the given pairs: winner and loser latents, text conditioning, confidence."""
+    def batch(
+        self, pair_rows: np.ndarray, device: torch.device, empty_prompt: np.ndarray | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tensors for the given pairs: winner and loser latents, text conditioning, confidence.
+
+        `empty_prompt` (bool per pair): those pairs get the empty prompt's embedding (prompt dropout).
+        """
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
         w, lo, p = self.w_index[pair_rows], self.l_index[pair_rows], self.prompt_index[pair_rows]
+        embeds = self.embeds[p]
+        pooled = self.pooled[p] if self.pooled is not None else None
+        if empty_prompt is not None and empty_prompt.any():
+            if self.empty_embeds is None:
+                raise TrainDataError(f"cache {self.cache_dir} holds no empty-prompt embedding")
+            embeds = np.array(embeds)
+            embeds[empty_prompt] = self.empty_embeds[0]
+            if pooled is not None:
+                assert self.empty_pooled is not None
+                pooled = np.array(pooled)
+                pooled[empty_prompt] = self.empty_pooled[0]
         out = {
             "latents_w": t(self.latents[w]),
             "latents_l": t(self.latents[lo]),
-            "embeds": t(self.embeds[p]),
+            "embeds": t(embeds),
             "confidence": t(self.confidence[pair_rows]),
         }
-        if self.pooled is not None:
+        if pooled is not None:
             h, wd = self.sizes[w, 0], self.sizes[w, 1]
             zeros = np.zeros_like(h)
-            out["pooled"] = t(self.pooled[p])
+            out["pooled"] = t(pooled)
             out["time_ids"] = t(np.stack([h, wd, zeros, zeros, h, wd], axis=1).astype(np.float32))
         return out
 
 
-def cache_key(model_ref: str, image_ids: list[str], prompt_ids: list[str]) -> str:
+def cache_key(
+    model_ref: str, image_ids: list[str], prompt_ids: list[str], rule: ImageRule | None = None
+) -> str:
     h = hashlib.sha1()
-    for part in (f"v{CACHE_VERSION}", model_ref, *image_ids, "|", *prompt_ids):
+    rule_key = rule.key() if rule is not None else "as-is"
+    for part in (f"v{CACHE_VERSION}", model_ref, rule_key, *image_ids, "|", *prompt_ids):
         h.update(part.encode("utf-8") + b"\x1f")
     return h.hexdigest()[:16]
 
@@ -279,10 +314,13 @@ def prepare_train_data(
     pipe_factory,
     in_channels: int,
     encode_batch_size: int = 16,
+    image_rule: ImageRule | None = None,
 ) -> TrainData:
     """Join pairs to candidates, encode what must be encoded (once, cached) and index the pairs.
 
     `pipe_factory()` returns the pipeline (text encoders, VAE) and is only called when the cache is built.
+    `image_rule` brings images without a stored latent to the training size; without one they are encoded at
+    their own size (and must then share it).
     """
     pairs = read_training_pairs(pairs_dir)
     image_ids = sorted(set(pairs.image_id_w.tolist()) | set(pairs.image_id_l.tolist()))
@@ -290,12 +328,12 @@ def prepare_train_data(
     for pid, text in zip(pairs.prompt_id.tolist(), pairs.prompt.tolist(), strict=True):
         prompt_of.setdefault(pid, text)
     prompt_ids = sorted(prompt_of)
-    key = cache_key(model_ref, image_ids, prompt_ids)
+    key = cache_key(model_ref, image_ids, prompt_ids, image_rule)
     cache_dir = Path(cache_root) / key
     if not (cache_dir / "index.json").is_file():
         build_cache(
             cache_dir, pairs, image_ids, prompt_ids, prompt_of, candidates_dir, pipe_factory, in_channels,
-            encode_batch_size,
+            encode_batch_size, image_rule,
         )  # fmt: skip
     return load_cache(cache_dir, pairs)
 
@@ -310,6 +348,7 @@ def build_cache(
     pipe_factory,
     in_channels: int,
     encode_batch_size: int,
+    image_rule: ImageRule | None = None,
 ) -> None:
     """Write the cache into a temporary directory and rename it into place when complete."""
     table = read_candidates(candidates_dir, image_ids, pairs.source)
@@ -317,10 +356,12 @@ def build_cache(
     pipe = pipe_factory()
     if need_vae:
         pngs = read_pngs(candidates_dir, need_vae)
-        encoded = vae_encode_pngs(pipe, [pngs[i] for i in need_vae], encode_batch_size)
+        encoded = vae_encode_pngs(pipe, [pngs[i] for i in need_vae], encode_batch_size, image_rule, need_vae)
         latents.update(zip(need_vae, encoded, strict=True))
     shape = check_latents({i: latents[i] for i in image_ids}, in_channels, candidates_dir)
     embeds, pooled = encode_prompts(pipe, [prompt_of[p] for p in prompt_ids], encode_batch_size)
+    # Its own call, so the prompts' batches (and their rounding) are what they were without prompt dropout.
+    empty_embeds, empty_pooled = encode_prompts(pipe, [""], 1)
     hw = dict(
         zip(
             table.column("image_id").to_pylist(),
@@ -328,6 +369,8 @@ def build_cache(
             strict=True,
         )
     )
+    if image_rule is not None:  # encoded images now have the training size
+        hw.update({i: (image_rule.height, image_rule.width) for i in need_vae})
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
     try:
@@ -338,8 +381,10 @@ def build_cache(
         del lat
         np.save(tmp / "sizes.npy", np.array([hw[i] for i in image_ids], dtype=np.int64))
         np.save(tmp / "embeds.npy", embeds.astype(np.float32))
-        if pooled is not None:
+        np.save(tmp / "empty_embeds.npy", empty_embeds.astype(np.float32))
+        if pooled is not None and empty_pooled is not None:
             np.save(tmp / "pooled.npy", pooled.astype(np.float32))
+            np.save(tmp / "empty_pooled.npy", empty_pooled.astype(np.float32))
         index = {"image_ids": image_ids, "prompt_ids": prompt_ids, "num_vae_encoded": len(need_vae)}
         (tmp / "index.json").write_text(json.dumps(index))
         if cache_dir.exists():
@@ -355,6 +400,7 @@ def load_cache(cache_dir: Path, pairs: Pairs) -> TrainData:
     image_row = {i: r for r, i in enumerate(index["image_ids"])}
     prompt_row = {p: r for r, p in enumerate(index["prompt_ids"])}
     pooled_path = cache_dir / "pooled.npy"
+    empty_pooled_path = cache_dir / "empty_pooled.npy"
     return TrainData(
         latents=np.load(cache_dir / "latents.npy", mmap_mode="r"),
         sizes=np.load(cache_dir / "sizes.npy"),
@@ -366,4 +412,6 @@ def load_cache(cache_dir: Path, pairs: Pairs) -> TrainData:
         confidence=pairs.confidence,
         cache_dir=cache_dir,
         num_vae_encoded=int(index["num_vae_encoded"]),
+        empty_embeds=np.load(cache_dir / "empty_embeds.npy"),
+        empty_pooled=np.load(empty_pooled_path) if empty_pooled_path.is_file() else None,
     )

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.config import RunConfig, TrainSection
 from trainer.reference import AdapterReference, UNetReference, add_lora_adapters
+from trainer.scaling import effective_learning_rate
 
 
 def load_models(cfg: RunConfig, device: torch.device):
@@ -30,10 +31,12 @@ def load_models(cfg: RunConfig, device: torch.device):
     return path, family, unet, scheduler
 
 
-def build_training(unet: Any, tcfg: TrainSection, device: torch.device):
+def build_training(unet: Any, tcfg: TrainSection, device: torch.device, num_processes: int = 1):
     """Policy (LoRA adapters or all weights trainable), reference, optimizer and LR schedule, on `device`.
 
-    Returns (unet, reference, trainable params, optimizer, lr_scheduler), none of them prepared by accelerate yet.
+    The optimizer's learning rate is `trainer.scaling.effective_learning_rate` (scaled by the effective batch
+    with `train.scale_lr`, which needs the number of processes). Returns (unet, reference, trainable params,
+    optimizer, lr_scheduler), none of them prepared by accelerate yet.
     """
     from diffusers.optimization import get_scheduler
 
@@ -59,7 +62,7 @@ def build_training(unet: Any, tcfg: TrainSection, device: torch.device):
     else:  # a frozen copy; under mixed precision it is stored in half precision, as it only predicts
         reference = UNetReference(unet).to(device, dtype=half)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, tcfg)
+    optimizer = build_optimizer(params, tcfg, effective_learning_rate(tcfg, num_processes))
     lr_scheduler = get_scheduler(
         "constant_with_warmup" if tcfg.lr_scheduler == "constant" else tcfg.lr_scheduler,
         optimizer,
@@ -69,16 +72,22 @@ def build_training(unet: Any, tcfg: TrainSection, device: torch.device):
     return unet, reference, params, optimizer, lr_scheduler
 
 
-def build_optimizer(params: list[torch.nn.Parameter], tcfg: TrainSection) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: list[torch.nn.Parameter], tcfg: TrainSection, lr: float | None = None
+) -> torch.optim.Optimizer:
+    """AdamW (betas 0.9/0.999, eps 1e-8, as the reference) or Adafactor with a fixed learning rate (the
+    reference's SDXL setting: no relative step, no parameter scaling, update clipping at 1.0)."""
+    lr = tcfg.learning_rate if lr is None else lr
     if tcfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay)
     from transformers.optimization import Adafactor
 
     return Adafactor(
         params,
-        lr=tcfg.learning_rate,
+        lr=lr,
         weight_decay=tcfg.weight_decay,
         scale_parameter=False,
         relative_step=False,
         warmup_init=False,
+        clip_threshold=1.0,
     )

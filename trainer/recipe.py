@@ -8,7 +8,8 @@ only `<run>/pairs/<strategy>/` and `<run>/candidates/`, so it can be rerun alone
     checkpoints/checkpoint-NNNNNNN/   accelerate state (trainer/checkpoints.py)
     logs/                 tensorboard
     final/                diffusers-format weights (trainer/export.py)
-    manifest.json         config, data counts, refreshes, metrics before/after, timings, status
+    manifest.json         config, effective batch and learning rate, data counts, prompt dropout, refreshes,
+                          metrics before/after, timings, status
 
 The method, one phase at a time:
 1. setup: accelerator, the UNet and noise schedule, the cached data, policy / reference / optimizer / LR schedule,
@@ -40,8 +41,10 @@ from pipeline.paths import RunPaths
 from trainer.checkpoints import TrainState, find_checkpoint, save_checkpoint
 from trainer.data import TrainData, prepare_train_data
 from trainer.export import save_final_weights
+from trainer.images import ImageRule
 from trainer.policy import build_training, load_models
 from trainer.reference import UNetReference, should_refresh
+from trainer.scaling import describe_scaling, effective_batch, effective_learning_rate
 from trainer.step import NonFiniteLossError, StepContext, evaluate_pairs, optimizer_step, reduce_window
 
 logger = logging.getLogger("trainer")
@@ -133,6 +136,8 @@ class DPORecipe:
             ),
         )
         self.device = acc.device
+        # First in the log: what the optimizer will really get (the reference's --scale_lr rule).
+        logger.info("%s", describe_scaling(tcfg, acc.num_processes))
         set_seed(tcfg.seed)
         t0 = time.perf_counter()
         # The UNet to train and the noise schedule; text encoders and VAE only ever build the cache.
@@ -142,7 +147,9 @@ class DPORecipe:
         self.timings["prepare_s"] = time.perf_counter() - t0
 
         # Policy (LoRA adapter or all weights), reference (frozen adapter or UNet copy), optimizer, schedule.
-        unet, self.reference, params, optimizer, self.lr_scheduler = build_training(unet, tcfg, self.device)
+        unet, self.reference, params, optimizer, self.lr_scheduler = build_training(
+            unet, tcfg, self.device, acc.num_processes
+        )
         self.unet, self.optimizer = acc.prepare(unet, optimizer)
         self.raw_unet = acc.unwrap_model(self.unet)
         acc.register_for_checkpointing(self.lr_scheduler, self.state)
@@ -174,15 +181,18 @@ class DPORecipe:
                 pipe.vae.to(torch.float32)
             return pipe
 
-        model = cfg.model
+        model, tcfg = cfg.model, self.tcfg
+        # Images without a stored latent (imported datasets) are brought to the run's resolution.
+        rule = ImageRule(cfg.generation.height, cfg.generation.width, tcfg.crop, tcfg.hflip, tcfg.seed)
         return prepare_train_data(
-            self.paths.pairs(self.tcfg.strategy),
+            self.paths.pairs(tcfg.strategy),
             self.paths.candidates,
             self.out_dir / "cache",
-            f"{model.pretrained}|{model_path}|{model.revision}|{model.variant}",
+            f"{model.pretrained}|{model_path}|{model.revision}|{model.variant}|vae={model.vae}",
             pipe_factory,
             in_channels,
-            self.tcfg.encode_batch_size,
+            tcfg.encode_batch_size,
+            rule,
         )
 
     # -- 2. evaluate ----------------------------------------------------------------------------------------
@@ -321,7 +331,7 @@ class DPORecipe:
         tmp_final.rename(self.final_dir)
 
     def _write_manifest(self, status: str, final: Path | None) -> None:
-        world = self.accelerator.num_processes
+        world, ctx = self.accelerator.num_processes, self.ctx
         write_manifest(
             self.out_dir,
             stage="train",
@@ -334,7 +344,17 @@ class DPORecipe:
             num_vae_encoded=self.data.num_vae_encoded,
             latent_shape=list(self.data.latent_shape),
             num_processes=world,
-            global_batch=self.tcfg.batch_size * world * self.tcfg.gradient_accumulation_steps,
+            global_batch=effective_batch(self.tcfg, world),
+            effective_batch=effective_batch(self.tcfg, world),
+            effective_learning_rate=effective_learning_rate(self.tcfg, world),
+            scale_lr=self.tcfg.scale_lr,
+            prediction_type=self.prediction_type,
+            prompt_dropout={  # counted over the steps this process ran (since its resume, if any)
+                "rate": self.tcfg.prompt_dropout,
+                "prompts": ctx.prompts_seen,
+                "empty": ctx.prompts_dropped,
+                "share": ctx.prompts_dropped / ctx.prompts_seen if ctx.prompts_seen else None,
+            },
             step=self.state.step,
             reference_refreshes=self.state.refreshes,
             resumed_from=str(self.resumed_from) if self.resumed_from else None,

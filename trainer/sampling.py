@@ -1,4 +1,5 @@
-"""Which pairs and which noise each micro-step uses: pure functions of (seed, position in the pair stream).
+"""Which pairs, which noise and which empty prompts each micro-step uses: pure functions of (seed, position in
+the pair stream).
 
 A resumed run, a run whose batch is split into micro-batches and a run split over processes therefore see exactly
 the pairs and noise of one uninterrupted run (the trainer's exact-resume guarantee rests on this).
@@ -49,3 +50,24 @@ def step_noise(
         noise[j] = torch.randn(latent_shape, generator=gen)
         timesteps[j] = torch.randint(0, num_train_timesteps, (1,), generator=gen)[0]
     return noise, timesteps
+
+
+PROMPT_DROPOUT_STREAM = 2  # beside step_noise's streams (training 0, evaluation 1) of the same seed
+
+
+def step_prompt_dropout(micro_step: int, global_batch: int, seed: int, rate: float) -> np.ndarray:
+    """Which pairs of one micro-step's global batch train on the empty prompt (bool per pair).
+
+    One uniform draw per position in the pair stream, seeded like `step_noise` but on its own stream: a resumed
+    or split run drops exactly the prompts of an uninterrupted one, and rate 0 draws nothing at all.
+    """
+    if rate <= 0.0:
+        return np.zeros(global_batch, dtype=bool)
+    draws = np.empty(global_batch)
+    for j in range(global_batch):
+        position = micro_step * global_batch + j
+        state = np.random.SeedSequence([seed, PROMPT_DROPOUT_STREAM, position]).generate_state(1, np.uint64)[
+            0
+        ]
+        draws[j] = float(state >> np.uint64(11)) * 2.0**-53  # 53 random bits → [0, 1)
+    return draws < rate

@@ -3,7 +3,9 @@
 `dpo_forward` is the method: winner and loser share noise and timestep; the reference predicts first (no grad),
 then the policy; the loss is `trainer.loss.dpo_loss` on the four denoising errors. `optimizer_step` runs one
 optimizer step's micro-batches (this process's share of the global batch), backward, clipping and the update.
-`StepContext` is what a step needs, shared with the benchmark so both time the same code.
+`StepContext` is what a step needs, shared with the benchmark so both time the same code. With
+`train.prompt_dropout` > 0 a seeded share of the pairs trains on the empty prompt, as the reference trainer does
+(`--proportion_empty_prompts`), so the tuned model still works under classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pipeline.config import TrainSection
 from trainer.data import TrainData
 from trainer.loss import DPOLoss, add_noise, diffusion_target, dpo_loss, per_sample_mse
 from trainer.reference import AdapterReference, UNetReference, unet_predict
-from trainer.sampling import step_noise, step_pairs
+from trainer.sampling import step_noise, step_pairs, step_prompt_dropout
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
@@ -111,6 +113,9 @@ class StepContext:
     tcfg: TrainSection
     alphas_cumprod: torch.Tensor
     prediction_type: str
+    # Prompt dropout, counted over the whole global batch of the steps this process ran.
+    prompts_seen: int = 0
+    prompts_dropped: int = 0
 
 
 def optimizer_step(ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
@@ -132,7 +137,10 @@ def optimizer_step(ctx: StepContext, step: int) -> dict[str, torch.Tensor]:
             noise, timesteps = step_noise(
                 micro_step, global_batch, data.latent_shape, len(ctx.alphas_cumprod), tcfg.seed, TRAIN_STREAM
             )
-            batch = data.batch(rows[mine], device)
+            empty = step_prompt_dropout(micro_step, global_batch, tcfg.seed, tcfg.prompt_dropout)
+            ctx.prompts_seen += global_batch
+            ctx.prompts_dropped += int(empty.sum())
+            batch = data.batch(rows[mine], device, empty_prompt=empty[mine])
             noise, timesteps = noise[mine].to(device), timesteps[mine].to(device)
         sync = acc.no_sync(ctx.unet) if micro < accum - 1 else nullcontext()
         with sync:

@@ -2,6 +2,11 @@
 
 Generation keeps the final latent next to each image so the trainer never runs the VAE encoder on its own
 samples. Every image gets its own `torch.Generator` seeded from its seed, so any image can be regenerated alone.
+
+The pipeline stops at the latents and `decode_latents` decodes them as the diffusers pipelines do: a float16 VAE
+whose config sets `force_upcast` (the SDXL VAE, whose activations overflow float16) decodes in float32.
+`model.vae` swaps in another VAE (e.g. an fp16-safe SDXL VAE). An image or latent that is still not finite is
+reported per image (`Generated.problems`), never passed on as a black image.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ def load_pipeline(model: ModelSection, device: str = "auto", scheduler: str = "d
     }
     if detect_family(model.pretrained, model.family) != "sdxl":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if model.vae is not None:
+        kwargs["vae"] = load_vae(model.vae, kwargs["dtype"], model.revision)
     pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
     use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -89,13 +96,32 @@ def replace_unet(
     return pipe
 
 
+def load_vae(ref: str, dtype: torch.dtype, revision: str | None = None):
+    """An AutoencoderKL from a hub id or a local directory: the VAE itself (`config.json` at its root, as
+    `madebyollin/sdxl-vae-fp16-fix`), or a whole pipeline directory with a `vae/` subfolder."""
+    from diffusers import AutoencoderKL
+
+    local = Path(ref).expanduser()
+    if ref.startswith((".", "/", "~")) and not local.exists():
+        raise FileNotFoundError(f"model.vae: directory not found: {local}")
+    subfolder = "vae" if (local / "vae" / "config.json").is_file() else None
+    return AutoencoderKL.from_pretrained(
+        str(local) if local.exists() else ref, subfolder=subfolder, torch_dtype=dtype, revision=revision
+    )
+
+
 @dataclass
 class Generated:
-    """One batch of generated images: PNG bytes and the final (scaled) latents, in input order."""
+    """One batch of generated images: PNG bytes and the final (scaled) latents, in input order.
+
+    `problems[i]` is None for a good image, else why image i cannot be used (a non-finite latent or decoded
+    image); such an image's PNG is what the decoder made of it and must not become a candidate.
+    """
 
     png: list[bytes]
     latents: np.ndarray  # (batch, 4, h/8, w/8) float32, already multiplied by the VAE scaling factor
     images: list[Image.Image]
+    problems: list[str | None]
 
 
 @torch.inference_mode()
@@ -117,16 +143,40 @@ def generate(
         generator=generators,
         output_type="latent",
     ).images
-    images = decode_latents(pipe, latents)
+    decoded = decode_latents(pipe, latents)
+    images = pipe.image_processor.postprocess(decoded, output_type="pil")
     return Generated(
         png=[png_bytes(im) for im in images],
         latents=latents.float().cpu().numpy(),
         images=images,
+        problems=nonfinite_problems(latents, decoded),
     )
 
 
+def nonfinite_problems(latents: torch.Tensor, decoded: torch.Tensor) -> list[str | None]:
+    """Per image: None when its latent and decoded pixels are all finite, else what is not."""
+    bad_latent = (~torch.isfinite(latents.float())).flatten(1).any(1).tolist()
+    bad_image = (~torch.isfinite(decoded.float())).flatten(1).any(1).tolist()
+    problems: list[str | None] = []
+    for lat, img in zip(bad_latent, bad_image, strict=True):
+        what = [name for name, bad in (("latent", lat), ("decoded image", img)) if bad]
+        problems.append(f"non-finite {' and '.join(what)} (NaN/inf)" if what else None)
+    return problems
+
+
+def needs_upcast(vae) -> bool:
+    """The diffusers pipelines' rule: a float16 VAE whose config asks for it decodes in float32."""
+    return vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+
 @torch.inference_mode()
-def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents → decoded images in [−1, 1] (the VAE's output), upcasting the VAE as diffusers does.
+
+    The VAE stays in float32 once upcast: the next batch needs it too, and the cast back and forth would cost a
+    copy of its weights per batch.
+    """
     vae = pipe.vae
-    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(decoded, output_type="pil")
+    if needs_upcast(vae):
+        vae.to(torch.float32)
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]

@@ -7,7 +7,9 @@ column types (binary PNGs, list<float32> latents) are exactly those of `pipeline
 
 A failed score never becomes a silent NaN: with `on_error="fail"` the batch raises `ScoringError` naming the prompt
 ids; with `on_error="quarantine"` the failing rows (found by rescoring the batch one row at a time) carry their
-message in the `_error` column and the writer sends them to `<run>/errors/`.
+message in the `_error` column and the writer sends them to `<run>/errors/`. A generated image whose latent or
+decoded pixels are not finite (fp16 overflow) is treated the same way under `scoring.on_error`: an error naming
+the image ids, or a quarantined row.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class GenerateBatch:
         start = time.perf_counter()
         pngs: list[bytes] = []
         latents: list[np.ndarray] = []
+        problems: list[str | None] = []
         for lo, hi in chunk_by_model(cols["model"], self.gen.batch_size):
             pipe = self._use(cols["model"][lo])
             try:
@@ -113,6 +116,8 @@ class GenerateBatch:
                 ) from exc
             pngs.extend(out.png)
             latents.extend(out.latents)
+            problems.extend(out.problems)
+        self._check_finite(cols, problems)
         elapsed = time.perf_counter() - start
         shape = list(latents[0].shape) if latents else []
         fixed = {
@@ -126,7 +131,21 @@ class GenerateBatch:
             "latent_shape": [shape] * n,
         }
         table = pa.table(fixed, schema=pa.schema(CANDIDATE_FIELDS))
+        # Every block has the column (Ray may concatenate blocks); a message quarantines its row: the scorers
+        # pass it on and the writer sends the row to errors/.
+        table = table.append_column(ERROR_COLUMN, pa.array(problems, pa.string()))
         return table.append_column(GEN_SECONDS, pa.array([elapsed / max(n, 1)] * n, pa.float64()))
+
+    def _check_finite(self, cols: dict[str, list], problems: list[str | None]) -> None:
+        """Non-finite images stop the job under `on_error: fail` (the default) with the ids that failed."""
+        bad = [i for i, p in enumerate(problems) if p]
+        if bad and self.cfg.scoring.on_error == "fail":
+            ids = [cols["image_id"][i] for i in bad]
+            raise Stage1Error(
+                f"generation gave {len(bad)} image(s) with {problems[bad[0]]}: image ids {ids[:5]}, prompt ids "
+                f"{sorted({cols['prompt_id'][i] for i in bad})[:5]} (a float16 VAE without force_upcast? "
+                "set model.vae to an fp16-safe VAE, model.dtype: float32, or scoring.on_error: quarantine)"
+            )
 
 
 def default_scorer_factory(spec: ScorerSpec):

@@ -8,7 +8,14 @@ Owns the pairs tables (`<run>/pairs/<strategy>/`). Modules:
 - `blocks`: the join-free vote for `pairing: all`, block by block;
 - `writer`: parquet settings and the two streaming writers that count and write in one pass;
 - `diagnostics` / `diagnostics_report`: where the metrics disagree, computed, then rendered as plots and Markdown;
+- `dataset_pairs`: relabel mode, an imported dataset's own pairs: what `pairing: given` relabels, and the
+  `human` strategy (the dataset's labels, Diffusion-DPO's baseline);
 - `run`: `run_vote`, `vote_frame`, `read_pairs`, the Python API.
+
+Relabel mode, for comparing the vote with the humans on the same candidates (one call each):
+`run_vote(cfg, "majority")` relabels the dataset's pairs (`vote.pairing: auto` = `given` there),
+`run_vote(cfg, "human")` keeps the dataset's labels; both write the pairs schema, and the same two images have the
+same `pair_id` in both, so `read_pairs(run, "majority").join(read_pairs(run, "human"), on="pair_id")` lines them up.
 
 The command line is `pipeline/vote.py`.
 """

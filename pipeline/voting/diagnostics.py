@@ -27,6 +27,7 @@ import polars as pl
 from pipeline.config import VoteSection
 from pipeline.schema import SCORE_PREFIX
 from pipeline.voting.pairing import CandidateStats, form_pairs, with_image_columns
+from pipeline.voting.query import pairing_of
 from pipeline.voting.strategies import VoteRule, decide, image_columns
 
 MAX_SAMPLE_PAIRS = 250_000
@@ -157,8 +158,11 @@ def compute_diagnostics(
     counts: pl.DataFrame,
     strategy: str,
     stats: CandidateStats,
+    given: pl.LazyFrame | None = None,
 ) -> VoteDiagnostics:
-    """Agreement, strategies and overruled metrics on a sample of prompts; the margin histogram exactly."""
+    """Agreement, strategies and overruled metrics on a sample of prompts; the margin histogram exactly.
+
+    `given`: the dataset's pairs when `vote.pairing` is `given` (relabel mode)."""
     total_prompts = stats.prompts
     per_prompt = stats.pairs_possible / max(total_prompts, 1)
     sample_lazy, n_prompts, sampled = _sample(
@@ -173,7 +177,7 @@ def compute_diagnostics(
             sample.lazy(), on="image_id", how="semi"
         )
     pairs = form_pairs(
-        enriched, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, carry=carry
+        enriched, metrics, vote.epsilon, pairing_of(vote), vote.random_k, vote.seed, carry=carry, given=given
     ).collect()
     score_stats = {
         m: sample.select(

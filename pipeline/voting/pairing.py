@@ -242,21 +242,29 @@ def form_pairs(
     lf: pl.LazyFrame,
     metrics: list[str],
     epsilon: dict[str, float],
-    pairing: Literal["all", "best_vs_worst", "random_k"] = "all",
+    pairing: Literal["all", "given", "best_vs_worst", "random_k"] = "all",
     random_k: int = 4,
     seed: int = 0,
     carry: Sequence[str] = (),
+    given: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per unordered pair inside a prompt (a < b by id) with raw scores, votes and vote counts.
 
     `all`: every pair; `best_vs_worst`: one pair per prompt, the Borda best against the Borda worst;
-    `random_k`: k pairs per prompt drawn with the seed (all pairs when a prompt has fewer). `carry`: per-image
-    columns of `lf` to bring along as `a_<name>` / `b_<name>` (see `pipeline.voting.strategies.image_columns`).
+    `random_k`: k pairs per prompt drawn with the seed (all pairs when a prompt has fewer); `given`: the pairs
+    of `given` (prompt_id, image_id_a < image_id_b; `pipeline.voting.dataset_pairs.given_pairs`) whose two
+    images are both in `lf`. `carry`: per-image columns of `lf` to bring along as `a_<name>` / `b_<name>` (see
+    `pipeline.voting.strategies.image_columns`).
     """
     a = _side(lf, "a", metrics, carry, keep_prompt=True)
     b = _side(lf, "b", metrics, carry, keep_prompt=False)
-    if pairing == "best_vs_worst":
-        ends = _best_and_worst(lf, metrics)
+    if pairing in ("best_vs_worst", "given"):
+        if pairing == "given":
+            if given is None:
+                raise ValueError("pairing 'given' needs the dataset's pairs (given=...)")
+            ends = given.select("prompt_id", "image_id_a", "image_id_b")
+        else:
+            ends = _best_and_worst(lf, metrics)
         pairs = ends.join(a.drop("prompt_id"), on="image_id_a").join(b.drop("prompt_id"), on="image_id_b")
     else:
         pairs = a.join(b, on="prompt_id").filter(pl.col("image_id_a") < pl.col("image_id_b"))

@@ -8,12 +8,21 @@ decides them is `pipeline.voting.strategies`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import polars as pl
 
 from pipeline.config import VoteSection
 from pipeline.schema import pairs_schema
 from pipeline.voting.pairing import form_pairs, pair_id_expr, with_image_columns
 from pipeline.voting.strategies import Decision, VoteRule, decide, image_columns_needed
+
+
+def pairing_of(vote: VoteSection) -> Literal["all", "given", "best_vs_worst", "random_k"]:
+    """The pairing to form; `auto` must have been resolved by the caller (`pipeline.voting.run.resolve_pairing`)."""
+    if vote.pairing == "auto":
+        raise ValueError("vote.pairing 'auto' must be resolved before forming pairs")
+    return vote.pairing
 
 
 def oriented_columns(strategy: str, metrics: list[str]) -> dict[str, pl.Expr]:
@@ -54,12 +63,29 @@ def decided_pairs(pairs: pl.LazyFrame, decision: Decision) -> pl.LazyFrame:
 
 
 def build_vote(
-    candidates: pl.LazyFrame, metrics: list[str], rule: VoteRule, vote: VoteSection, strategy: str
+    candidates: pl.LazyFrame,
+    metrics: list[str],
+    rule: VoteRule,
+    vote: VoteSection,
+    strategy: str,
+    given: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
-    """The whole vote as one lazy query: every formed pair with its votes, `_a_wins` and `_reason` (null = kept)."""
+    """The whole vote as one lazy query: every formed pair with its votes, `_a_wins` and `_reason` (null = kept).
+
+    `vote.pairing` is resolved (not `auto`); `given` holds the dataset's pairs for `pairing: given`.
+    """
     carry = image_columns_needed(strategy)
     candidates = with_image_columns(candidates, rule, vote.normalize_scope, carry)
-    pairs = form_pairs(candidates, metrics, vote.epsilon, vote.pairing, vote.random_k, vote.seed, carry=carry)
+    pairs = form_pairs(
+        candidates,
+        metrics,
+        vote.epsilon,
+        pairing_of(vote),
+        vote.random_k,
+        vote.seed,
+        carry=carry,
+        given=given,
+    )
     decided = decided_pairs(pairs, decide(strategy, rule))
     return decided.select(
         "prompt_id",

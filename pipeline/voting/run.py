@@ -1,8 +1,15 @@
 """Stage 2's Python API: check the candidates, vote with one strategy, write `<run>/pairs/<strategy>/`.
 
     run_vote(cfg, strategy=None, candidates_dir=None) -> Path          # the pairs directory
-    vote_frame(candidates, cfg.vote, strategy) -> (pairs, counts)     # the same vote in memory, no files
+    vote_frame(candidates, cfg.vote, strategy, given_pairs=None) -> (pairs, counts)   # in memory, no files
     read_pairs(run_dir, strategy) -> pl.LazyFrame                      # a written vote, lazily
+
+Relabel mode (stage 1 on an imported pair dataset, `prompts.pairs`): `vote.pairing: auto` (the default) means
+`given`, the dataset's own pairs relabelled by the vote (the manifest's `counts.given` says how many the dataset
+had and how many were left out), and strategy `human` writes the dataset's own labels instead
+(`pipeline.voting.dataset_pairs`). The head-to-head of the two on the same candidates is
+
+    run_vote(cfg, "majority"); run_vote(cfg, "human")    # pairs/majority/ and pairs/human/, joinable on pair_id
 
 Reads `<run>/candidates/` (the `score_<metric>` columns) and writes the pairs in `pipeline.schema.pairs_schema`,
 a `manifest.json` that counts formed, kept and dropped pairs (by reason) and `diagnostics/` (agreement matrix,
@@ -27,6 +34,7 @@ import polars as pl
 from pipeline.config import RunConfig, VoteSection
 from pipeline.io import atomic_directory, read_manifest, write_manifest
 from pipeline.paths import RunPaths, table_files
+from pipeline.voting.dataset_pairs import HUMAN, given_pairs, write_human_pairs
 from pipeline.voting.pairing import (
     CandidateStats,
     finite_filter,
@@ -41,6 +49,7 @@ from pipeline.voting.strategies import (
     check_strategy,
     default_min_agree,
     disk_name,
+    parse_strategy,
     reason_name,
 )
 from pipeline.voting.writer import write_pairs, write_pairs_in_blocks
@@ -95,13 +104,28 @@ def prepare_vote(
     return PreparedVote(candidates, metrics, rule, stats, disk_name(strategy))
 
 
+def resolve_pairing(vote: VoteSection, relabel: bool) -> VoteSection:
+    """`pairing: auto` is `given` on an imported pair dataset (relabel mode) and `all` otherwise."""
+    if vote.pairing != "auto":
+        return vote
+    return vote.model_copy(update={"pairing": "given" if relabel else "all"})
+
+
 def vote_frame(
-    candidates: pl.DataFrame | pl.LazyFrame, vote: VoteSection, strategy: str | None = None
+    candidates: pl.DataFrame | pl.LazyFrame,
+    vote: VoteSection,
+    strategy: str | None = None,
+    given_pairs: pl.DataFrame | pl.LazyFrame | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The vote in memory, no files: (kept pairs in the pairs schema, the manifest's counts). For notebooks/tests."""
+    """The vote in memory, no files: (kept pairs in the pairs schema, the manifest's counts). For notebooks/tests.
+
+    `given_pairs` (prompt_id, image_id_a < image_id_b): the pairs to relabel for `pairing: given` (or `auto`).
+    """
+    vote = resolve_pairing(vote, relabel=given_pairs is not None)
+    given = given_pairs.lazy() if given_pairs is not None else None
     prepared = prepare_vote(candidates.lazy(), "<frame>", vote, strategy or vote.strategy)
     decided = build_vote(
-        prepared.candidates, prepared.metrics, prepared.rule, vote, prepared.strategy
+        prepared.candidates, prepared.metrics, prepared.rule, vote, prepared.strategy, given
     ).collect()
     kept = oriented_pairs(decided.lazy(), prepared.strategy, prepared.metrics).collect()
     return kept, summarise_counts(count_pairs(decided), prepared.stats)
@@ -114,9 +138,12 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     reader never sees half a vote, and a failed one leaves the previous pairs as they were.
     """
     started = time.perf_counter()
-    vote = cfg.vote
     paths = RunPaths(cfg.output_dir)
     candidates_dir = Path(candidates_dir or paths.candidates)
+    if parse_strategy(strategy or cfg.vote.strategy)[0] == HUMAN:
+        return write_human_pairs(paths, candidates_dir)
+    vote = resolve_pairing(cfg.vote, relabel=cfg.prompts.pairs is not None)
+    given, given_counts = given_pairs(paths) if vote.pairing == "given" else (None, None)
     lf, _ = scan_candidates(candidates_dir, vote.metrics)
     blocked = vote.pairing == "all"
     p = prepare_vote(lf, str(candidates_dir), vote, strategy or vote.strategy, in_memory=blocked)
@@ -126,7 +153,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
         if blocked:
             counts, files = write_pairs_in_blocks(p.candidates, p.rule, vote, p.strategy, p.stats, stage)
         else:
-            decided = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy)
+            decided = build_vote(p.candidates, p.metrics, p.rule, vote, p.strategy, given)
             counts, files = write_pairs(decided, p.strategy, p.metrics, stage)
         vote_seconds = time.perf_counter() - started
 
@@ -135,7 +162,9 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
             from pipeline.voting.diagnostics import compute_diagnostics
             from pipeline.voting.diagnostics_report import write_diagnostics
 
-            found = compute_diagnostics(p.candidates, p.metrics, p.rule, vote, counts, p.strategy, p.stats)
+            found = compute_diagnostics(
+                p.candidates, p.metrics, p.rule, vote, counts, p.strategy, p.stats, given
+            )
             diagnostics = write_diagnostics(stage / "diagnostics", found)
         write_manifest(
             stage,
@@ -148,7 +177,7 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
             weights={m: vote.weights.get(m, 1.0) for m in p.metrics},
             candidates_dir=str(candidates_dir),
             files=files,
-            counts=summarise_counts(counts, p.stats),
+            counts=summarise_counts(counts, p.stats, given_counts),
             diagnostics=diagnostics,
             config=vote.model_dump(mode="json"),
             timings={"vote_s": round(vote_seconds, 3), "total_s": round(time.perf_counter() - started, 3)},
@@ -156,11 +185,20 @@ def run_vote(cfg: RunConfig, strategy: str | None = None, candidates_dir: Path |
     return final
 
 
-def summarise_counts(counts: pl.DataFrame, stats: CandidateStats) -> dict[str, Any]:
-    """Formed = kept + Σ dropped; formed equals the possible pairs for `all` pairing (checked by the tests)."""
+def summarise_counts(
+    counts: pl.DataFrame, stats: CandidateStats, given: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Formed = kept + Σ dropped; formed equals the possible pairs for `all` pairing (checked by the tests).
+
+    With `pairing: given`, `given` holds the dataset's counts before the vote (`dataset_pairs.given_pairs`);
+    its `without_candidate` = distinct pairs − formed (an image not in the candidates, e.g. quarantined)."""
     by_reason = counts.group_by("_reason").agg(pl.col("n").sum()).sort("_reason", nulls_last=True)
     dropped = {reason_name(r): int(n) for r, n in by_reason.iter_rows() if r is not None}
     kept = int(by_reason.filter(pl.col("_reason").is_null())["n"].sum())
+    extra: dict[str, Any] = {}
+    if given is not None:
+        formed = kept + sum(dropped.values())
+        extra["given"] = {**given, "without_candidate": given["distinct_pairs"] - formed}
     return {
         "candidates": stats.rows,
         "images_dropped_nonfinite": stats.images_dropped_nonfinite,
@@ -171,6 +209,7 @@ def summarise_counts(counts: pl.DataFrame, stats: CandidateStats) -> dict[str, A
         "pairs_formed": kept + sum(dropped.values()),
         "pairs_kept": kept,
         "pairs_dropped": dropped,
+        **extra,
     }
 
 

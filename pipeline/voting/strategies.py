@@ -9,7 +9,8 @@ UInt8 code of why it is dropped; `reason_name` turns it into one of `REASONS`). 
 the rules can be tested on hand-made frames.
 
 Strategy names as written on disk: `majority`, `single_<metric>`, `random_metric`, `sum`, `normalized_sum`,
-`weighted_majority`. Configs and the CLI may also write `single:<metric>`.
+`weighted_majority`. Configs and the CLI may also write `single:<metric>`. `human` (relabel mode) is no rule over
+metrics: it keeps an imported dataset's own labels (`pipeline.voting.dataset_pairs`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import polars as pl
 from pipeline.schema import SCORE_PREFIX
 
 _STRATEGY = re.compile(
-    r"^(majority|random_metric|sum|normalized_sum|weighted_majority|single[:_]([a-z][a-z0-9_]*))$"
+    r"^(majority|random_metric|sum|normalized_sum|weighted_majority|human|single[:_]([a-z][a-z0-9_]*))$"
 )
 
 # Why a pair is dropped; the manifest counts each (kept pairs have no reason).
@@ -73,7 +74,7 @@ def parse_strategy(name: str) -> tuple[str, str | None]:
     if not match:
         raise StrategyError(
             f"unknown strategy {name!r}; expected one of majority, single:<metric>, random_metric, sum, "
-            "normalized_sum, weighted_majority"
+            "normalized_sum, weighted_majority, human"
         )
     if match.group(2):
         return "single", match.group(2)
@@ -88,6 +89,11 @@ def disk_name(name: str) -> str:
 
 def check_strategy(name: str, metrics: list[str]) -> tuple[str, str | None]:
     kind, metric = parse_strategy(name)
+    if kind == "human":
+        raise StrategyError(
+            "strategy 'human' takes an imported dataset's own labels, not a vote over metrics: "
+            "run it with run_vote / pipeline/vote.py on a relabel-mode run"
+        )
     if metric is not None and metric not in metrics:
         raise StrategyError(f"strategy {name!r} names metric {metric!r}, but the table has only {metrics}")
     return kind, metric

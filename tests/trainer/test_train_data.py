@@ -18,7 +18,8 @@ from pipeline.models.diffusion import load_pipeline
 from pipeline.models.zoo import resolve_pretrained
 from pipeline.testing.toy_run import copy_toy_run
 from trainer.data import TrainDataError, prepare_train_data, read_training_pairs
-from trainer.sampling import step_noise, step_pairs
+from trainer.images import ImageRule
+from trainer.sampling import step_noise, step_pairs, step_prompt_dropout
 
 
 class CountingFactory:
@@ -33,15 +34,16 @@ class CountingFactory:
         return load_pipeline(ModelSection(pretrained=f"tiny/{self.family}"), device="cpu")
 
 
-def _prepare(run, factory, family="sd15"):
+def _prepare(run, factory, family="sd15", rule=None, strategy="majority"):
     return prepare_train_data(
-        run / "pairs" / "majority",
+        run / "pairs" / strategy,
         run / "candidates",
         run / "train" / "cache",
         f"tiny/{family}|{resolve_pretrained(f'tiny/{family}')}",
         factory,
         in_channels=4,
         encode_batch_size=8,
+        image_rule=rule,
     )
 
 
@@ -209,3 +211,69 @@ def test_cli_reports_bad_tables_with_exit_code_2(tmp_path, capsys):
     assert main(["--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "is empty" in err and str(run / "pairs" / "majority") in err
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_empty_prompt_is_cached_once_and_replaces_dropped_prompts(tmp_path, family):
+    """Prompt dropout trains on the pipeline's own encoding of "" (SDXL: both encoders and the pooled output)."""
+    run = copy_toy_run(tmp_path / "run", family=family)
+    factory = CountingFactory(family)
+    data = _prepare(run, factory, family=family)
+    pipe = factory()
+    if family == "sdxl":
+        empty, _, empty_pooled, _ = pipe.encode_prompt(
+            prompt=[""], device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+    else:
+        empty, _ = pipe.encode_prompt([""], pipe.device, 1, False)
+    rows = np.array([0, 1, 2])
+    kept = data.batch(rows, torch.device("cpu"))
+    mixed = data.batch(rows, torch.device("cpu"), empty_prompt=np.array([False, True, False]))
+    assert_close_at_scale(mixed["embeds"][1].numpy(), empty[0].detach().numpy())
+    assert not torch.equal(kept["embeds"][1], mixed["embeds"][1])
+    for i in (0, 2):
+        assert torch.equal(kept["embeds"][i], mixed["embeds"][i])
+    if family == "sdxl":
+        assert_close_at_scale(mixed["pooled"][1].numpy(), empty_pooled[0].detach().numpy())
+        assert torch.equal(kept["pooled"][0], mixed["pooled"][0])
+        assert torch.equal(kept["time_ids"], mixed["time_ids"])
+    torch.testing.assert_close(kept["latents_w"], mixed["latents_w"], rtol=0, atol=0)
+
+
+def test_step_prompt_dropout_rate_determinism_and_splits():
+    draws = np.concatenate([step_prompt_dropout(s, 8, seed=5, rate=0.2) for s in range(500)])
+    # 4000 draws: within 4 standard deviations of the rate (deterministic for the seed, so never flaky).
+    assert abs(draws.mean() - 0.2) < 4 * np.sqrt(0.2 * 0.8 / draws.size)
+    np.testing.assert_array_equal(step_prompt_dropout(7, 8, 5, 0.2), step_prompt_dropout(7, 8, 5, 0.2))
+    assert not np.array_equal(
+        np.concatenate([step_prompt_dropout(s, 8, 5, 0.5) for s in range(4)]),
+        np.concatenate([step_prompt_dropout(s, 8, 6, 0.5) for s in range(4)]),
+    )
+    # Two micro-batches of 4 drop exactly what one batch of 8 drops (accumulation and processes agree).
+    parts = np.concatenate([step_prompt_dropout(s, 4, 5, 0.5) for s in (2, 3)])
+    np.testing.assert_array_equal(parts, step_prompt_dropout(1, 8, 5, 0.5))
+    assert not step_prompt_dropout(3, 8, 5, 0.0).any()
+    assert step_prompt_dropout(3, 8, 5, 1.0).all()
+
+
+def test_imported_images_of_many_sizes_become_one_training_size(tmp_path):
+    """Pick-a-Pic as it is: JPEGs of several sizes, resized and cropped to the run's resolution before encoding."""
+    from helpers.relabel import relabel_run
+
+    from pipeline.voting import run_vote
+
+    cfg = relabel_run(tmp_path)
+    run = cfg.output_dir
+    run_vote(cfg, "human")
+    sizes = {(c["width"], c["height"]) for c in pq.read_table(run / "candidates").to_pylist()}
+    assert len(sizes) == 4, sizes
+    rule = ImageRule(32, 32)
+    factory = CountingFactory()
+    data = _prepare(run, factory, rule=rule, strategy="human")
+    assert data.num_vae_encoded == data.latents.shape[0] > 0
+    pipe = factory()
+    assert data.latent_shape == (4, 32 // pipe.vae_scale_factor, 32 // pipe.vae_scale_factor)
+    assert (data.sizes == 32).all()  # SDXL's time ids: the training size, as the reference conditions on
+    # Without the rule the sizes stay mixed, and mixed sizes are still an error naming them.
+    with pytest.raises(TrainDataError, match="mismatched shape"):
+        _prepare(run, factory, rule=None, strategy="human")

@@ -319,3 +319,21 @@ def test_config_rejects_bad_vote_keys(tmp_path, text, key):
     path.write_text(text)
     with pytest.raises(ConfigError, match=key):
         load_config(path)
+
+
+def test_the_full_size_vote_has_four_voters_and_counts_their_splits():
+    """configs/sd15.yaml: the paper's four metrics vote (3 of 4 needed), 2-2 splits are dropped and counted, and
+    ImageReward, scored beside them, decides nothing."""
+    from pipeline.voting import vote_frame
+
+    vote = load_config(ROOT / "configs" / "sd15.yaml").vote
+    metrics = ["hpsv2", "clip", "pickscore", "aesthetic", "imagereward"]
+    table = pl.from_arrow(random_candidates(30, 4, metrics, seed=3))
+    pairs, counts = vote_frame(table, vote)
+    assert [c for c in pairs.columns if c.startswith("vote_")] == [f"vote_{m}" for m in metrics[:4]]
+    assert set(pairs["n_metrics"]) == {4} and set(pairs["votes_w"]) <= {3, 4}
+    assert counts["pairs_formed"] == 30 * 6 == counts["pairs_kept"] + sum(counts["pairs_dropped"].values())
+    assert counts["pairs_dropped"]["no_majority_split"] > 0
+    reshuffled = table.with_columns(pl.col("score_imagereward").shuffle(seed=1))
+    again, _ = vote_frame(reshuffled, vote)
+    assert again.sort("pair_id").equals(pairs.sort("pair_id"))
