@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=args.cache_dir,
             progress=not args.no_progress,
         )
-    except (EvalError, ProtocolMismatch) as exc:
+    except (EvalError, ProtocolMismatch, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out.markdown.read_text())

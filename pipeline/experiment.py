@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         out = run_experiment(cfg, until=args.until, progress=not args.no_progress)
-    except (ConfigError, MethodError, PartChanged, ProtocolMismatch, EvalError) as exc:
+    except (ConfigError, MethodError, PartChanged, ProtocolMismatch, EvalError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, path in out.configs.items():

@@ -184,7 +184,7 @@ def check_eval_dir(eval_dir: Path, expected: dict[str, Any]) -> None:
         if found is not None:
             protocol.check_same(
                 found, expected, f"{eval_dir} already holds an evaluation (its protocol vs this one's; "
-                f"choose another --out-dir to keep both)"
+                f"choose another --out-dir to keep both, or delete it)"
             )  # fmt: skip
 
 
