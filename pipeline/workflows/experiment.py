@@ -63,19 +63,30 @@ class ExperimentOutputs:
 
 
 def stage1_definition(cfg: RunConfig) -> dict[str, Any]:
-    """What defines the candidates: the model, the prompts (or imported pairs), generation and scoring."""
+    """What defines the candidates: the model, the prompts (or imported pairs), scoring, and generation unless the
+    images are imported (relabel mode: the generation settings only shape the evaluation's images)."""
     dump = cfg.model_dump(mode="json")
-    return {k: dump[k] for k in ("model", "prompts", "generation", "scoring")}
+    sections = ("model", "prompts", "scoring") + (() if cfg.prompts.pairs else ("generation",))
+    return {k: dump[k] for k in sections}
+
+
+def training_settings(dump: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a config dump that shape a training: model, vote, train, and the resolution imported
+    images are brought to."""
+    gen = dump.get("generation", {})
+    return {
+        "model": dump.get("model"),
+        "vote": dump.get("vote"),
+        "train": dump.get("train"),
+        "resolution": [gen.get("height"), gen.get("width")],
+    }
 
 
 def method_definition(vcfg: RunConfig, variant: Variant, candidates: str) -> dict[str, Any]:
-    """What defines a method's pairs and weights: the candidates, its vote and training settings, the model."""
-    dump = vcfg.model_dump(mode="json")
+    """What defines a method's pairs and weights: the candidates and its training settings."""
     return {
         "candidates": candidates,
-        "model": dump["model"],
-        "vote": dump["vote"],
-        "train": dump["train"],
+        **training_settings(vcfg.model_dump(mode="json")),
         "shuffled_labels": variant.shuffle_labels,
     }
 
@@ -103,9 +114,6 @@ def check_candidates_made_by(candidates: Path, definition: dict[str, Any]) -> No
         )
 
 
-TRAINING_SECTIONS = ("model", "vote", "train")
-
-
 def trainer_finished(vcfg: RunConfig) -> Path | None:
     """Final weights a training left (in this process or an `accelerate launch` job) for exactly these settings.
 
@@ -116,10 +124,8 @@ def trainer_finished(vcfg: RunConfig) -> Path | None:
     if not manifest.is_file():
         return None
     written = json.loads(manifest.read_text())
-    now = vcfg.model_dump(mode="json")
-    before = written.get("config", {})
     changed = differences(
-        {k: before.get(k) for k in TRAINING_SECTIONS}, {k: now[k] for k in TRAINING_SECTIONS}
+        training_settings(written.get("config", {})), training_settings(vcfg.model_dump(mode="json"))
     )
     if changed:
         raise PartChanged(
@@ -131,7 +137,7 @@ def trainer_finished(vcfg: RunConfig) -> Path | None:
 
 
 class Experiment:
-    """One experiment's state across its parts; `run` calls them in order."""
+    """One experiment's state across its parts; `run_experiment` calls them in order."""
 
     def __init__(self, cfg: RunConfig, scorer_factory: ScorerFactory | None, progress: bool) -> None:
         self.cfg, self.scorer_factory, self.progress = cfg, scorer_factory, progress
