@@ -13,7 +13,7 @@ from pathlib import Path
 PREFIX = "tiny/pickapic/"
 FILES = ("train.parquet", "test.parquet")
 # Bump when the generator's output changes, so stale caches are rebuilt instead of silently reused.
-VERSION = 1
+VERSION = 2
 
 
 def is_embedded(ref: str) -> bool:
