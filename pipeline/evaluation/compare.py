@@ -188,27 +188,12 @@ def check_eval_dir(eval_dir: Path, expected: dict[str, Any]) -> None:
             )  # fmt: skip
 
 
-def evaluate(
-    cfg: RunConfig,
-    tuned: Sequence[TunedModel | str | Path] | None = None,
-    *,
-    baseline: TunedModel | str | None = None,
-    out_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    scorer_factory: ScorerFactory | None = None,
-    progress: bool = True,
-    title: str | None = None,
-) -> EvalOutputs:
-    """Generate what is missing, score, and compare each model with `baseline` (default `eval.baseline`).
-
-    `tuned` None → the final weights of `train.strategy` in this run. `cache_dir` holds the images
-    (`<cache_dir>/candidates/`; default: the eval directory); evaluations sharing it reuse each other's images.
-    """
-    started = time.time()
-    paths = RunPaths(cfg.output_dir)
-    eval_dir = Path(out_dir) if out_dir is not None else paths.eval
-    store = RunPaths(Path(cache_dir) if cache_dir is not None else eval_dir)
+def resolve_sides(
+    cfg: RunConfig, tuned: Sequence[TunedModel | str | Path] | None, baseline: TunedModel | str | None
+) -> tuple[list[TunedModel], TunedModel]:
+    """The models to evaluate (default: this run's `train.strategy` weights) and the baseline, names checked."""
     if tuned is None:
+        paths = RunPaths(cfg.output_dir)
         tuned = [TunedModel(cfg.train.strategy, weights_dir=final_weights_dir(paths, cfg.train.strategy))]
     models = [as_model(m) for m in tuned]
     opponent = as_model(baseline if baseline is not None else cfg.eval.baseline)
@@ -217,20 +202,22 @@ def evaluate(
         raise EvalError(
             f"need at least one model, with distinct names other than the baseline's ({opponent.name!r}); got {names}"
         )
-    ecfg = eval_config(cfg)
-    metrics = [s.name for s in ecfg.scoring.scorers]
-    if not metrics:
-        raise EvalError("no metrics to compare with: scoring.scorers (or eval.scorers) is empty")
-    held_out = [m for m in metrics if m not in vote_metrics(cfg)]
+    return models, opponent
 
-    prompt_sets: EvalPromptSets = load_eval_prompt_sets(cfg.eval.named_prompt_sets())
-    proto = protocol.evaluation_protocol(ecfg, prompt_sets.sets, ecfg.scoring.scorers) | {
-        "held_out_metrics": held_out
-    }
-    check_eval_dir(eval_dir, proto)
-    protocol.check_image_cache(ecfg, store.candidates / "manifest.json")
 
-    everyone = [opponent, *models]
+def generate_missing(
+    cfg: RunConfig,
+    ecfg: RunConfig,
+    everyone: list[TunedModel],
+    prompt_sets: EvalPromptSets,
+    store: RunPaths,
+    scorer_factory: ScorerFactory | None,
+    progress: bool,
+) -> tuple[dict[str, str], dict[str, set[str]], dict[str, cache.Reuse]]:
+    """Plan every model's images, make only those the cache lacks (one stage-1 call), count what was reused.
+
+    Returns the models' tags, their planned image ids and the reuse counts, by model name.
+    """
     tags = {m.name: tuned_tag(m, cfg) for m in everyone}
     seeds = range(cfg.eval.seed_offset, cfg.eval.seed_offset + cfg.eval.seeds_per_prompt)
     prompt_ids = prompt_sets.union.table["prompt_id"].to_list()
@@ -248,8 +235,54 @@ def evaluate(
             scorer_factory=scorer_factory,
             progress=progress,
         )
-    reuse = cache.count_reuse(planned, before, cache.cached_ids(store))
+    return tags, planned, cache.count_reuse(planned, before, cache.cached_ids(store))
 
+
+def describe_intervals(cfg: RunConfig, opponent: TunedModel, held_out: list[str]) -> str:
+    """The line under a table's title: what the baseline is, how the intervals were made, what is held out."""
+    unit = "prompts (all seeds of a prompt together)" if cfg.eval.bootstrap_unit == "prompt" else "items"
+    notes = (
+        f"Baseline `{opponent.name}` ({opponent.kind}); base model `{cfg.model.pretrained}`. "
+        f"{cfg.eval.confidence:.0%} intervals from {cfg.eval.bootstrap_samples} bootstrap resamples of {unit}."
+    )
+    if held_out:
+        notes += f" Held out (did not vote in training): {', '.join(held_out)}."
+    return notes
+
+
+def evaluate(
+    cfg: RunConfig,
+    tuned: Sequence[TunedModel | str | Path] | None = None,
+    *,
+    baseline: TunedModel | str | None = None,
+    out_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    scorer_factory: ScorerFactory | None = None,
+    progress: bool = True,
+    title: str | None = None,
+) -> EvalOutputs:
+    """Generate what is missing, score, and compare each model with `baseline` (default `eval.baseline`).
+
+    `tuned` None → the final weights of `train.strategy` in this run. `cache_dir` holds the images
+    (`<cache_dir>/candidates/`; default: the eval directory); evaluations sharing it reuse each other's images.
+    """
+    started = time.time()
+    eval_dir = Path(out_dir) if out_dir is not None else RunPaths(cfg.output_dir).eval
+    store = RunPaths(Path(cache_dir) if cache_dir is not None else eval_dir)
+    models, opponent = resolve_sides(cfg, tuned, baseline)
+    ecfg = eval_config(cfg)
+    metrics = [s.name for s in ecfg.scoring.scorers]
+    if not metrics:
+        raise EvalError("no metrics to compare with: scoring.scorers (or eval.scorers) is empty")
+    held_out = [m for m in metrics if m not in vote_metrics(cfg)]
+    prompt_sets = load_eval_prompt_sets(cfg.eval.named_prompt_sets())
+    proto = protocol.evaluation_protocol(ecfg, prompt_sets.sets, ecfg.scoring.scorers)
+    proto["held_out_metrics"] = held_out
+    check_eval_dir(eval_dir, proto)
+    protocol.check_image_cache(ecfg, store.candidates / "manifest.json")
+
+    everyone = [opponent, *models]
+    tags, planned, reuse = generate_missing(cfg, ecfg, everyone, prompt_sets, store, scorer_factory, progress)
     scores = cache.read_model_scores(
         store.candidates, {tags[m.name]: planned[m.name] for m in everyone}, metrics
     )
@@ -266,14 +299,7 @@ def evaluate(
     heading = title or (
         "Win rate over the base" if opponent.is_base else f"Win rate over {opponent.name} (head to head)"
     )
-    level = f"{cfg.eval.confidence:.0%}"
-    unit = "prompts (all seeds of a prompt together)" if cfg.eval.bootstrap_unit == "prompt" else "items"
-    notes = (
-        f"Baseline `{opponent.name}` ({opponent.kind}); base model `{cfg.model.pretrained}`. {level} intervals "
-        f"from {cfg.eval.bootstrap_samples} bootstrap resamples of {unit}."
-    )
-    if held_out:
-        notes += f" Held out (did not vote in training): {', '.join(held_out)}."
+    notes = describe_intervals(cfg, opponent, held_out)
     return EvalOutputs(
         eval_dir=eval_dir,
         candidates_dir=store.candidates,
