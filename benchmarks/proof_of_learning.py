@@ -10,6 +10,10 @@ The check was fixed before it was run, and is not tuned afterwards:
   seeded random half (`pipeline.workflows.ablation.shuffle_pair_labels`), trained with seed 0;
 - it learns if, for both training seeds, the lower end of the 95% bootstrap interval of the majority-vote win rate
   is above 0.5, and the placebo's majority win rate is below both seeds'.
+The intervals are the evaluation's: since the evaluation resamples whole prompts (the 8 seeds of a prompt are not
+independent draws; `eval.bootstrap_unit: prompt`), the 16 prompts are the independent units, which gives wider
+intervals than the item bootstrap the check was first run with. The criterion is unchanged; the JSON summary says
+which intervals it was applied to.
 Per-metric win rates are printed too: a majority win can hide a loss on one metric.
 
 `--dev` runs the same protocol on a development split that the check proper never uses: other candidates
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(out.eval.markdown.read_text())
     result = verdict(out, criterion)
     result["split"] = "development" if args.dev else "check"
+    result["intervals"] = out.eval.protocol["bootstrap"]
     result["learns"] = bool(result["every_seed_ci_above_half"] and result["placebo_below_every_seed"])
     result["seconds"] = {k: round(v, 1) for k, v in out.seconds.items()}
     result["total_seconds"] = round(time.perf_counter() - started, 1)

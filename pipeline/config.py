@@ -9,6 +9,7 @@ Errors name the key and the file: a typo in a key is an error, never a silently 
 from __future__ import annotations
 
 import glob
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,11 +280,90 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
+    """Held-out evaluation (pipeline/evaluate.py): any model against a baseline on one or more prompt sets."""
+
     prompts: PromptsSection | None = None
+    prompt_sets: dict[str, PromptsSection] = Field(
+        default_factory=dict,
+        description="several named prompt sets instead of prompts: each reported on its own, then pooled",
+    )
+    scorers: list[ScorerSpec] | None = Field(
+        None, description="metrics that judge; default scoring.scorers. Those that did not vote are held out"
+    )
+    baseline: str = Field(
+        "base", description="the side every model is compared with: base, or a model as --baseline takes it"
+    )
     seeds_per_prompt: int = Field(4, ge=1)
     seed_offset: int = 1_000_000
     bootstrap_samples: int = Field(1000, ge=100)
+    bootstrap_unit: Literal["prompt", "item"] = Field(
+        "prompt",
+        description="resample whole prompts with all their seeds (items of a prompt are not independent)",
+    )
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    @field_validator("prompt_sets")
+    @classmethod
+    def _set_names(cls, v: dict[str, PromptsSection]) -> dict[str, PromptsSection]:
+        for name in v:  # a table label: lowercase words, never a path
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(
+                    f"prompt set name {name!r} must be lowercase letters, digits and underscores"
+                )
+        if "pooled" in v:
+            raise ValueError("'pooled' names the union of all prompt sets; call the set something else")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way_to_give_prompts(self) -> EvalSection:
+        if self.prompts is not None and self.prompt_sets:
+            raise ValueError("give eval.prompts (one set) or eval.prompt_sets (several), not both")
+        return self
+
+    def named_prompt_sets(self) -> dict[str, PromptsSection]:
+        """The prompt sets to evaluate on, by name (one `eval.prompts` is named after its manifest or file)."""
+        if self.prompt_sets:
+            return dict(self.prompt_sets)
+        if self.prompts is None:
+            return {}
+        source = self.prompts.manifest or self.prompts.path or "prompts"
+        return {Path(source).stem: self.prompts}
+
+
+PAPER_METHODS = (
+    "balanced_dpo",
+    "diffusion_dpo",
+    "static_reference",
+    "random_metric",
+    "sum",
+    "normalized_sum",
+)
+
+
+class ExperimentSection(Section):
+    """The paper's table in one command (pipeline/experiment.py): methods trained on the same candidates, each
+    evaluated against the base and head to head against `baseline`. The methods are defined in
+    `pipeline.workflows.methods`; `extra_methods` adds variants as `STRATEGY[:KEY=VALUE]...`."""
+
+    methods: list[str] = Field(default_factory=lambda: list(PAPER_METHODS))
+    baseline: str = Field("diffusion_dpo", description="the method every other one meets head to head")
+    baseline_labels: str = Field(
+        "human",
+        description="Diffusion-DPO's labels: human (relabel mode: the dataset's own) or single:<metric>",
+    )
+    extra_methods: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> ExperimentSection:
+        known = set(PAPER_METHODS) | set(self.extra_methods)
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {sorted(known)} (add more in extra_methods)")
+        if self.baseline not in self.methods:
+            raise ValueError(f"baseline {self.baseline!r} is not among the methods {self.methods}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods are listed twice: {self.methods}")
+        return self
 
 
 class RunConfig(Section):
@@ -297,6 +377,7 @@ class RunConfig(Section):
     vote: VoteSection = Field(default_factory=VoteSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
 
     # Where the YAML came from; relative paths inside it resolve against the project root (the cwd).
     source: Path | None = Field(None, exclude=True)
@@ -418,12 +499,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def check_files(cfg: RunConfig, where: str) -> None:
     """Files the config names must exist now, not an hour into the run."""
-    for key, section in (("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)):
+    sections = [("prompts", cfg.prompts), ("eval.prompts", cfg.eval.prompts)]
+    sections += [(f"eval.prompt_sets.{name}", sec) for name, sec in cfg.eval.prompt_sets.items()]
+    for key, section in sections:
         if section is None:
             continue
         for attr in PROMPT_SOURCES:
             value = getattr(section, attr, None)
-            if value and "://" not in value and not Path(value).exists() and not glob.glob(value):
+            embedded = value is not None and value.startswith(
+                "tiny/"
+            )  # built on first use (pipeline/data/embedded.py)
+            exists = Path(value).exists() or bool(glob.glob(value)) if value else True
+            if value and "://" not in value and not embedded and not exists:
                 raise ConfigError(f"{where}: {key}.{attr}: file not found: {value} (nothing matches it)")
 
 

@@ -10,6 +10,9 @@
       ablation/<variant>/      one run directory per ablation variant; ablation/eval/ compares them
       round_<r>/               online rounds (run.rounds > 1): a run directory per round, plus policy/
       report/                  the run's HTML report: index.html and the images it shows
+      experiment/              the paper's table (`ExperimentPaths`): methods/<name>/ (a run directory per
+                               method), configs/<name>.yaml, eval/ (shared images, vs_base/, vs_<baseline>/),
+                               table.{md,parquet,png}, manifest.json (each part and what defines it)
 
 Every table directory holds its rows in `part-<key>.parquet` files beside a `manifest.json`; readers list the
 files with `table_files` (a directory without a manifest is an unfinished write). A strategy's directory is its
@@ -86,6 +89,10 @@ class RunPaths:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def experiment(self) -> ExperimentPaths:
+        return ExperimentPaths(self.root / "experiment")
+
     def round(self, r: int) -> RunPaths:
         return RunPaths(self.root / f"round_{r}")
 
@@ -93,3 +100,33 @@ class RunPaths:
     def policy(self) -> Path:
         """A round's policy as a complete diffusers directory (online rounds)."""
         return self.root / "policy"
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    """Where the experiment (`pipeline/experiment.py`) puts each part of the paper's table."""
+
+    root: Path
+
+    def method(self, name: str) -> RunPaths:
+        """A method's own run directory: its pairs, training and final weights (candidates link to the run's)."""
+        return RunPaths(self.root / "methods" / name)
+
+    def config(self, name: str) -> Path:
+        """A method's resolved config, for `accelerate launch trainer/train.py --config` on a cluster."""
+        return self.root / "configs" / f"{name}.yaml"
+
+    @property
+    def eval(self) -> Path:
+        """The evaluations' shared image cache (`eval/candidates/`) and their directories."""
+        return self.root / "eval"
+
+    def evaluation(self, baseline: str) -> Path:
+        return self.eval / f"vs_{baseline}"
+
+    def table(self, suffix: str) -> Path:
+        return self.root / f"table.{suffix}"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"

@@ -78,7 +78,9 @@ def _read_table(path_or_table: str | Path | pa.Table | pl.DataFrame) -> tuple[pa
         return path_or_table, "<table>", "pickapic"
     if isinstance(path_or_table, pl.DataFrame):
         return path_or_table.to_arrow(), "<table>", "pickapic"
-    path = Path(path_or_table)
+    from pipeline.data.embedded import resolve_data_path
+
+    path = Path(resolve_data_path(str(path_or_table)))
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:

@@ -108,8 +108,10 @@ def load_prompts(section: PromptsSection) -> PromptSet:
     else:
         assert section.path is not None
         fmt, column, name, sources = section.format, section.column, _set_name(section.path), [section.path]
-    raw = pl.concat([read_raw_prompts(s, fmt, column, section.quoting) for s in sources])
-    prompts = clean_prompts(raw, source=name)
+    parts = [read_raw_prompts(s, fmt, column, section.quoting) for s in sources]
+    # Several sources are named subsets of the set (HPD v2's four styles), reported apart by the evaluation.
+    subsets = [subset_name(s) for s, part in zip(sources, parts, strict=True) for _ in range(part.len())]
+    prompts = clean_prompts(pl.concat(parts), source=name, subsets=subsets if len(sources) > 1 else None)
     if len(prompts) == 0:
         raise PromptSourceError(
             f"no prompts in {', '.join(sources)}: {prompts.stats['n_read']} entries read, all empty or blank"
@@ -158,7 +160,13 @@ def detect_format(source: str, fmt: str = "auto") -> str:
 
 
 def source_files(source: str) -> list[str]:
-    """The files a source names: a local file, every file a local glob matches (sorted), or one remote URL."""
+    """The files a source names: a local file, every file a local glob matches (sorted), or one remote URL.
+
+    `tiny/...` names data the project makes itself on first use (`pipeline.data.embedded`).
+    """
+    from pipeline.data.embedded import resolve_data_path
+
+    source = resolve_data_path(source)
     if "://" in source:
         return [source]
     files = sorted(f for f in glob.glob(source) if Path(f).is_file())
@@ -241,24 +249,42 @@ def _json_prompts(data: Any, source: str, column: str | None) -> pl.Series:
     return pl.Series("prompt", values, dtype=pl.String)
 
 
-def clean_prompts(raw: pl.Series | list[str | None], source: str) -> PromptSet:
-    """Normalise whitespace, drop empties and duplicates (keeping the first), add stable prompt ids."""
+def subset_name(source: str) -> str:
+    """The subset a source file holds, named after the file: `.../benchmark/anime.json` → `anime`."""
+    return Path(source.split("?")[0]).stem
+
+
+def clean_prompts(
+    raw: pl.Series | list[str | None], source: str, subsets: list[str] | None = None
+) -> PromptSet:
+    """Normalise whitespace, drop empties and duplicates (keeping the first), add stable prompt ids.
+
+    `subsets` names the subset of each raw prompt (a prompt in two subsets stays in the first); the table's
+    `subset` column is null when the set has none.
+    """
     raw = pl.Series("prompt", raw, dtype=pl.String) if isinstance(raw, list) else raw.rename("prompt")
     n_read = raw.len()
+    if subsets is not None and len(subsets) != n_read:
+        raise ValueError(f"{len(subsets)} subset names for {n_read} prompts")
     normalised = raw.map_elements(normalise_prompt, return_dtype=pl.String).fill_null("")
-    non_empty = normalised.filter(normalised != "")
-    unique = non_empty.unique(maintain_order=True)
+    frame = pl.DataFrame(
+        {"prompt": normalised, "subset": pl.Series(subsets or [None] * n_read, dtype=pl.String)}
+    )
+    non_empty = frame.filter(pl.col("prompt") != "")
+    kept = non_empty.unique(subset="prompt", keep="first", maintain_order=True)
+    unique = kept["prompt"]
     table = pl.DataFrame(
         {
             "prompt_id": unique.map_elements(make_prompt_id, return_dtype=pl.String),
             "prompt": unique,
             "source": pl.Series([source] * unique.len(), dtype=pl.String),
+            "subset": kept["subset"],
         }
     )
     stats = {
         "n_read": n_read,
-        "n_empty": n_read - non_empty.len(),
-        "n_duplicate": non_empty.len() - unique.len(),
+        "n_empty": n_read - non_empty.height,
+        "n_duplicate": non_empty.height - unique.len(),
         "n_prompts": unique.len(),
         "n_long": count_long_prompts(unique.to_list()),
         "long_threshold_tokens": CLIP_MAX_TOKENS,
@@ -306,4 +332,5 @@ __all__ = [
     "read_prompt_manifest",
     "read_raw_prompts",
     "source_files",
+    "subset_name",
 ]

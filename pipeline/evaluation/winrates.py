@@ -1,17 +1,25 @@
-"""Win rates of a tuned model over its base, with bootstrap confidence intervals, and their reports.
+"""Win rates of one model over another (a tuned model over its base, or head to head), with bootstrap intervals.
 
-Evaluation generates every held-out (prompt, seed) item twice, with the base and with a tuned model started from
-the same noise, and scores both with every metric. An item's *win* for one metric is 1 if the tuned image scores
-higher, 0 if lower, ½ on a tie. From these:
+Evaluation generates every held-out (prompt, seed) item with both models from the same noise and scores both
+images with every metric. An item's *win* for one metric is 1 if the model's image scores higher than the
+baseline's, 0 if lower, ½ on a tie. From these:
 
 - per-metric win rate: the mean win over items;
-- average win rate: the mean of the per-metric win rates;
-- majority-vote win rate: per item, the tuned image wins if more metrics prefer it than prefer the base (½ if as
-  many), the same rule the vote uses to label training pairs.
+- `average`: the mean of the per-metric win rates;
+- `majority`: per item, the model wins if more metrics prefer its image than prefer the baseline's (½ if as many),
+  the rule the vote labels training pairs with;
+- `worst_metric`: the lowest per-metric win rate, the metric the model serves worst;
+- `won_all` / `lost_all`: the share of items won (lost) on every metric at once; a tie is neither.
 
-A majority win can hide a per-metric loss, so every report shows all three. Confidence intervals are percentile
-bootstraps over items, with one set of resampled indices shared by every statistic of a run, seeded so a report
-is reproducible. The math is pure numpy; the tables and plot are `pipeline.evaluation.tables`.
+The last three are the headline of a *balanced* method: a model that games some metrics shows a high average and
+a low worst metric, while a balanced gain moves items into `won_all`. Swapping the two sides turns every per-item
+win w into 1 − w, so A over B and B over A add up to 1 statistic by statistic (`won_all` and `lost_all` swap).
+
+Intervals are percentile bootstraps. Items of one prompt share the prompt (only the seed differs), so they are
+not independent draws: by default whole prompts are resampled with all their seeds (`clusters` = the items'
+prompt ids), which gives the wider, honest interval when outcomes cluster by prompt. One set of resamples is
+shared by every statistic of a comparison, seeded so a report is reproducible. Pure numpy; the tables and plot
+are `pipeline.evaluation.tables`.
 """
 
 from __future__ import annotations
@@ -24,11 +32,18 @@ import polars as pl
 
 AVERAGE = "average"
 MAJORITY = "majority"
+WORST_METRIC = "worst_metric"
+WON_ALL = "won_all"
+LOST_ALL = "lost_all"
+SUMMARY_STATISTICS = (AVERAGE, WORST_METRIC, MAJORITY, WON_ALL, LOST_ALL)
 
 
 @dataclass(frozen=True)
 class WinRate:
-    """One statistic of one run: `metric` is a metric name, `average` or `majority`."""
+    """One statistic of one comparison: `metric` is a metric name or one of `SUMMARY_STATISTICS`.
+
+    `n` items from `n_clusters` independent units of the bootstrap (prompts, or items when resampled alone).
+    """
 
     run: str
     metric: str
@@ -36,10 +51,11 @@ class WinRate:
     ci_low: float
     ci_high: float
     n: int
+    n_clusters: int = 0
 
 
 def wins(tuned: np.ndarray, base: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
-    """Per-item win of tuned over base: 1, 0, or ½ when the scores differ by at most `epsilon`."""
+    """Per-item win of one side over the other: 1, 0, or ½ when the scores differ by at most `epsilon`."""
     tuned, base = np.asarray(tuned, dtype=np.float64), np.asarray(base, dtype=np.float64)
     if tuned.shape != base.shape:
         raise ValueError(f"tuned scores have shape {tuned.shape}, base scores {base.shape}")
@@ -55,6 +71,64 @@ def majority_wins(per_metric: np.ndarray) -> np.ndarray:
     return np.where(for_tuned > for_base, 1.0, np.where(for_tuned < for_base, 0.0, 0.5))
 
 
+def won_on_every_metric(per_metric: np.ndarray) -> np.ndarray:
+    """1.0 for items every metric prefers the model on (ties do not count as wins), else 0.0."""
+    return (np.asarray(per_metric) == 1.0).all(axis=0).astype(np.float64)
+
+
+def lost_on_every_metric(per_metric: np.ndarray) -> np.ndarray:
+    """1.0 for items every metric prefers the baseline on, else 0.0."""
+    return (np.asarray(per_metric) == 0.0).all(axis=0).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """Bootstrap resamples of items drawn cluster by cluster: `counts[s, c]` is how often resample s drew cluster c.
+
+    A resampled mean weighs every item by its cluster's count, so a prompt drawn twice brings all its seeds twice.
+    """
+
+    counts: np.ndarray  # (samples, clusters)
+    cluster_of_item: np.ndarray  # (items,) index into clusters
+    sizes: np.ndarray  # (clusters,) items per cluster
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.sizes.shape[0])
+
+    def means(self, values: np.ndarray) -> np.ndarray:
+        """Resampled means of per-item `values` (items,) or (rows, items) → (samples,) or (rows, samples)."""
+        values = np.asarray(values, dtype=np.float64)
+        rows = np.atleast_2d(values)
+        sums = np.stack([np.bincount(self.cluster_of_item, r, self.n_clusters) for r in rows])
+        out = (sums @ self.counts.T) / (self.sizes @ self.counts.T)
+        return out[0] if values.ndim == 1 else out
+
+
+def draw_resamples(clusters: Sequence[object] | np.ndarray, samples: int, seed: int) -> Resamples:
+    """Resample whole clusters with replacement, as many per resample as there are clusters; seeded.
+
+    `clusters` labels each item (e.g. its prompt id); items with the same label are kept together. Giving every
+    item its own label is the ordinary item bootstrap.
+    """
+    labels = np.asarray(clusters)
+    if labels.ndim != 1 or labels.shape[0] < 1:
+        raise ValueError("cannot bootstrap an empty set of items")
+    _, cluster_of_item, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    n_clusters = sizes.shape[0]
+    drawn = np.random.default_rng(seed).integers(0, n_clusters, size=(samples, n_clusters))
+    flat = (drawn + n_clusters * np.arange(samples)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=samples * n_clusters).reshape(samples, n_clusters)
+    return Resamples(counts.astype(np.float64), cluster_of_item.ravel(), sizes.astype(np.float64))
+
+
+def percentile_interval(means: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` share of resampled statistics."""
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(np.asarray(means, dtype=np.float64), [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
     """(samples, n) item indices drawn with replacement; the same seed gives the same resamples."""
     if n < 1:
@@ -63,11 +137,8 @@ def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
 
 
 def percentile_ci(values: np.ndarray, indices: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` over the resamples in `indices`."""
-    means = np.asarray(values, dtype=np.float64)[indices].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(low), float(high)
+    """Percentile bootstrap interval of the mean of `values` over the item resamples in `indices`."""
+    return percentile_interval(np.asarray(values, dtype=np.float64)[indices].mean(axis=1), confidence)
 
 
 def win_rates(
@@ -78,8 +149,13 @@ def win_rates(
     samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: Sequence[object] | np.ndarray | None = None,
 ) -> list[WinRate]:
-    """Per-metric, average and majority win rates of `tuned` over `base`, scores aligned item by item."""
+    """Every statistic of the module docstring for `tuned` over `base`, scores aligned item by item.
+
+    `clusters` labels the items for the bootstrap (their prompt ids: whole prompts are resampled); None resamples
+    items one by one.
+    """
     metrics = list(base)
     if set(tuned) != set(metrics):
         raise ValueError(
@@ -90,13 +166,28 @@ def win_rates(
     epsilon = epsilon or {}
     per_metric = np.stack([wins(tuned[m], base[m], epsilon.get(m, 0.0)) for m in metrics])
     n = per_metric.shape[1]
-    indices = bootstrap_indices(n, samples, seed)
-    rows = [(m, per_metric[i]) for i, m in enumerate(metrics)]
-    rows += [(AVERAGE, per_metric.mean(axis=0)), (MAJORITY, majority_wins(per_metric))]
-    out = []
-    for name, values in rows:
-        low, high = percentile_ci(values, indices, confidence)
-        out.append(WinRate(run, name, float(values.mean()), low, high, n))
+    labels = np.arange(n) if clusters is None else np.asarray(clusters)
+    if labels.shape != (n,):
+        raise ValueError(f"run {run!r}: {labels.shape[0]} cluster labels for {n} items")
+    resamples = draw_resamples(labels, samples, seed)
+    metric_means = resamples.means(per_metric)  # (metrics, samples)
+
+    def rate(name: str, point: float, means: np.ndarray) -> WinRate:
+        low, high = percentile_interval(means, confidence)
+        return WinRate(run, name, point, low, high, n, resamples.n_clusters)
+
+    out = [rate(m, float(per_metric[i].mean()), metric_means[i]) for i, m in enumerate(metrics)]
+    per_item = {
+        AVERAGE: per_metric.mean(axis=0),
+        MAJORITY: majority_wins(per_metric),
+        WON_ALL: won_on_every_metric(per_metric),
+        LOST_ALL: lost_on_every_metric(per_metric),
+    }
+    for name in SUMMARY_STATISTICS:
+        if name == WORST_METRIC:
+            out.append(rate(name, float(per_metric.mean(axis=1).min()), metric_means.min(axis=0)))
+        else:
+            out.append(rate(name, float(per_item[name].mean()), resamples.means(per_item[name])))
     return out
 
 
@@ -109,5 +200,6 @@ def to_frame(rates: Sequence[WinRate]) -> pl.DataFrame:
         "ci_low": pl.Float64,
         "ci_high": pl.Float64,
         "n": pl.Int64,
+        "n_clusters": pl.Int64,
     }
     return pl.DataFrame([asdict(r) for r in rates], schema=schema)

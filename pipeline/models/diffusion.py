@@ -57,10 +57,43 @@ def load_pipeline(model: ModelSection, device: str = "auto", scheduler: str = "d
     if model.vae is not None:
         kwargs["vae"] = load_vae(model.vae, kwargs["dtype"], model.revision)
     pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
-    if scheduler != "default":
-        pipe.scheduler = _SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+    use_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
+
+
+def use_scheduler(pipe: DiffusionPipeline, scheduler: str) -> DiffusionPipeline:
+    """Swap in the configured sampler (`default`: keep the model's own), built from the model's scheduler config."""
+    if scheduler != "default":
+        pipe.scheduler = _SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+    return pipe
+
+
+def replace_unet(
+    pipe: DiffusionPipeline, unet: str, dtype: str = "float32", revision: str | None = None
+) -> DiffusionPipeline:
+    """Put a UNet-only checkpoint into a loaded pipeline, as the public Diffusion-DPO weights are used.
+
+    `unet` is a hub id or a local directory holding `unet/` (the layout of `mhdang/dpo-sd1.5-text2image-v1`), or a
+    UNet directory itself (`config.json` + weights).
+    """
+    from diffusers import UNet2DConditionModel
+
+    local = Path(unet).expanduser()
+    subfolder = None if local.is_dir() and not (local / "unet").is_dir() else "unet"
+    model = UNet2DConditionModel.from_pretrained(
+        str(local) if local.is_dir() else unet,
+        subfolder=subfolder,
+        revision=revision,
+        torch_dtype=torch_dtype(dtype, pipe.device),
+    )
+    if model.config.cross_attention_dim != pipe.unet.config.cross_attention_dim:
+        raise ValueError(
+            f"UNet {unet}: cross-attention width {model.config.cross_attention_dim} does not fit the base "
+            f"pipeline's text encoder ({pipe.unet.config.cross_attention_dim}); is it for another model family?"
+        )
+    pipe.unet = model.to(pipe.device)
+    return pipe
 
 
 def load_vae(ref: str, dtype: torch.dtype, revision: str | None = None):

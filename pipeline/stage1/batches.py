@@ -44,11 +44,13 @@ def load_generation_pipeline(cfg: RunConfig, model_ref: ModelRef = None, device:
     `cfg.model.pretrained`; a callable is a loader hook returning a ready pipeline (e.g. a base model with tuned
     UNet or LoRA weights applied), used as is.
     """
-    from pipeline.models.diffusion import load_pipeline, pick_device
+    from pipeline.models.diffusion import load_pipeline, pick_device, use_scheduler
 
     if callable(model_ref):
         pipe = model_ref()
         pipe.set_progress_bar_config(disable=True)
+        # Every model of one call samples with the configured sampler, loaded by path or by a loader.
+        use_scheduler(pipe, cfg.generation.scheduler)
         return pipe.to(pick_device(device))
     model = cfg.model if model_ref is None else cfg.model.model_copy(update={"pretrained": str(model_ref)})
     return load_pipeline(model, device=device, scheduler=cfg.generation.scheduler)

@@ -204,3 +204,19 @@ def test_a_source_override_replaces_the_configs_manifest(tmp_path):
     assert cfg.eval.prompts is not None and cfg.eval.prompts.manifest is None
     with pytest.raises(ConfigError, match="exactly one"):  # two sources at once: still ambiguous
         load_config("configs/tiny.yaml", [f"prompts.path={tmp_path}/mine.txt", f"prompts.pairs={pairs}"])
+
+
+def test_each_source_of_a_manifest_is_a_named_subset(tmp_path):
+    # HPD v2's benchmark: one JSON list per style; each style is reported apart by the evaluation.
+    (tmp_path / "anime.json").write_text(json.dumps(["a cat", "a dog", "a fox"]))
+    (tmp_path / "photo.json").write_text(json.dumps(["a dog", "a car"]))  # "a dog" stays in anime, the first
+    manifest = tmp_path / "styles.yaml"
+    manifest.write_text(f"name: styles\nsource:\n  - {tmp_path}/anime.json\n  - {tmp_path}/photo.json\n")
+    table = load_prompts(PromptsSection(manifest=str(manifest))).table
+    assert table["prompt"].to_list() == ["a cat", "a dog", "a fox", "a car"]
+    assert table["subset"].to_list() == ["anime", "anime", "anime", "photo"]
+    assert table["source"].unique().to_list() == ["styles"]
+    # One source: no subsets.
+    single = tmp_path / "single.yaml"
+    single.write_text(f"name: single\nsource: {tmp_path}/anime.json\n")
+    assert load_prompts(PromptsSection(manifest=str(single))).table["subset"].null_count() == 3

@@ -68,7 +68,11 @@ def _two_rounds_then_evaluation(tmp_path):
     frame = out.eval.frame
     metrics = [s.name for s in cfg.scoring.scorers]
     assert frame["run"].unique(maintain_order=True).to_list() == ["round_0", "round_1"]
-    assert frame["metric"].unique(maintain_order=True).to_list() == [*metrics, "average", "majority"]
+    summary = ["average", "worst_metric", "majority", "won_all", "lost_all"]
+    assert frame["metric"].unique(maintain_order=True).to_list() == [*metrics, *summary]
+    assert frame["prompt_set"].unique().to_list() == ["tiny_eval"] and frame[
+        "n_clusters"
+    ].unique().to_list() == [2]
     assert frame["n"].unique().to_list() == [4]
     assert ((frame["ci_low"] <= frame["win_rate"]) & (frame["win_rate"] <= frame["ci_high"])).all()
     per_image = pl.read_parquet(out.eval.per_image)
