@@ -387,7 +387,10 @@ def build_committed(
         manifest = {
             "model": ref,
             "pretrain_version": PRETRAIN_VERSION,
-            "rebuild": rebuild_command(ref, out),
+            # The command that rebuilds the committed files, whatever `out` this build wrote to.
+            "rebuild": rebuild_command(
+                ref, committed_dir(family).relative_to(ASSETS_DIR.parent.parent.parent)
+            ),
             "files": {rel: sha256_file(staging / rel) for rel in files},
             "tokenizer": {
                 "regenerated_by": "pipeline.clip_tokenizer.write_clip_tokenizer (open_clip's CLIP BPE)",
