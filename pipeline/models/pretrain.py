@@ -2,11 +2,15 @@
 
 A random-weight UNet is not a usable starting point for DPO: DDIM's x0 estimate amplifies its noise prediction, so
 its samples are latents with std ≈ 15, and DPO on pairs of such samples moves generation away from the winners
-(measured in /work/shared/FINDINGS.md). Plain denoising training on synthetic shapes gives the tiny model images
+(measured in an early throwaway experiment; `docs/tiny_models.md`). Plain denoising training on synthetic shapes gives the tiny model images
 with structure, and DPO can then improve on them: 1500 steps, because on the proof's development split DPO from the
 500-step model was not distinguishable from its base for one of two seeds, and from the 1500-step model it was for
-both (README, "Proof that it learns"). This runs once, when `tiny/<family>-pretrained` is first used, and is cached
-like a download (`pipeline/models/zoo.py`).
+both (README, "Proof that it learns"). The default's weights (`tiny/sd15-pretrained`) are built once by
+this code and committed (`pipeline/models/assets/`, `docs/tiny_models.md`); `tiny/sd21-pretrained` is still built
+on first use and cached like a download (`pipeline/models/zoo.py`).
+
+The training runs with a pinned torch thread count (`PretrainSettings.threads`, 1): float sums are split across
+threads, so the same code built different weights at 1 and at 2 threads.
 
 Captions are short colour descriptions read off each image ("a red shape on a blue background"), so the text
 encoder's output carries some information the UNet can use, and a fraction are dropped to "" so classifier-free
@@ -18,6 +22,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -57,6 +63,18 @@ class PretrainSettings:
     caption_dropout: float = 0.1
     seed: int = 0
     data_seed: int = 4321  # synthetic set, distinct from the one used to measure the VAE scale
+    threads: int = 1  # torch intra-op threads while training: the weights depend on it
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def colour_name(rgb: np.ndarray) -> str:
@@ -115,10 +133,16 @@ def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: to
 def pretrain_unet(pipe, settings: PretrainSettings = PretrainSettings()) -> dict[str, object]:
     """Train `pipe.unet` in place on captioned synthetic images; returns a summary (losses, timing).
 
-    Only the UNet learns; the VAE and text encoder stay as built, and their outputs are computed once.
+    Only the UNet learns; the VAE and text encoder stay as built, and their outputs are computed once. Everything
+    runs with `settings.threads` torch threads (restored afterwards), so the result does not depend on the caller's.
     """
     if getattr(pipe.unet.config, "addition_embed_type", None) is not None:
         raise ValueError("pre-training supports SD1.5/SD2.1-style UNets, not SDXL's text_time conditioning")
+    with torch_threads(settings.threads):
+        return _pretrain_unet(pipe, settings)
+
+
+def _pretrain_unet(pipe, settings: PretrainSettings) -> dict[str, object]:
     t_start = time.perf_counter()
     size = pipe.vae.config.sample_size
     images = synthetic_images(settings.num_images, size=size, seed=settings.data_seed)

@@ -76,6 +76,21 @@ def test_short_pretraining_lowers_the_denoising_loss():
     assert not any(p.requires_grad for p in pipe.unet.parameters())
 
 
+def test_pretraining_pins_its_threads_so_the_callers_count_does_not_matter():
+    """The same weights whatever torch thread count the caller runs with (1 and 2 threads used to differ)."""
+    states, before = [], torch.get_num_threads()
+    for outer in (2, 1):
+        torch.set_num_threads(outer)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(ensure_tiny_pipeline("sd15"))
+            pretrain_unet(pipe, SHORT)
+            assert torch.get_num_threads() == outer  # restored
+        finally:
+            torch.set_num_threads(before)
+        states.append(pipe.unet.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_pretrained_model_saves_and_reloads_like_a_hub_model(tmp_path):
     built = build_pretrained_tiny_pipeline("sd15", tmp_path / "pre", SHORT)
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "pre")
