@@ -443,6 +443,7 @@ class EvalData:
     runs: list[str]
     win_columns: list[str]  # per_image columns `win_<metric>`, in order
     n_items: int
+    baseline: str = "base"  # the evaluation's baseline: the base model, or another run head to head
     items: list[EvalItem] = field(default_factory=list)
 
     def image_ids(self) -> set[str]:
@@ -458,15 +459,19 @@ def collect_eval(root: Path, limits: ReportLimits) -> EvalData | None:
         return None
     winrates = pl.read_parquet(rates_path)
     runs = list(dict.fromkeys(winrates["run"].to_list())) if "run" in winrates.columns else []
+    baseline = baseline_name(manifest)
     if not per_image_path.is_file():
-        return EvalData(eval_dir, manifest, winrates, runs, [], 0)
+        return EvalData(eval_dir, manifest, winrates, runs, [], 0, baseline)
     per_image = pl.read_parquet(per_image_path)
     if not {"prompt_id", "seed", "prompt"} <= set(per_image.columns):  # items need their key and their prompt
-        return EvalData(eval_dir, manifest, winrates, runs, [], 0)
+        return EvalData(eval_dir, manifest, winrates, runs, [], 0, baseline)
     keys = per_image.select("prompt_id", "seed").unique().sort("prompt_id", "seed")
     chosen = keys[sample_indices(keys.height, limits.eval_items, limits.seed).tolist()]
     rows = per_image.join(chosen, on=["prompt_id", "seed"], how="semi").sort("prompt_id", "seed")
-    image_cols = [c for c in per_image.columns if c.startswith("image_id_")]
+    # The baseline's image first, then each model's; `image_id_model` is labelled with its run.
+    image_cols = sorted(
+        (c for c in per_image.columns if c.startswith("image_id_")), key=lambda c: c != "image_id_baseline"
+    )
     win_cols = [c for c in per_image.columns if c.startswith("win_")]
     items = []
     for (prompt_id, _), group in rows.group_by("prompt_id", "seed", maintain_order=True):
@@ -480,8 +485,16 @@ def collect_eval(root: Path, limits: ReportLimits) -> EvalData | None:
                 if image_id is None or image_id in seen:
                     continue
                 seen.add(image_id)
-                label = col[len("image_id_") :]
-                images.append((run if label == "tuned" else label, image_id))
+                side = col[len("image_id_") :]
+                images.append(
+                    (run if side == "model" else baseline if side == "baseline" else side, image_id)
+                )
             wins[run] = {c[len("win_") :]: float(r[c]) for c in win_cols if r[c] is not None}
         items.append(EvalItem(str(group["prompt"][0]), str(prompt_id), int(group["seed"][0]), images, wins))
-    return EvalData(eval_dir, manifest, winrates, runs, win_cols, keys.height, items)
+    return EvalData(eval_dir, manifest, winrates, runs, win_cols, keys.height, baseline, items)
+
+
+def baseline_name(manifest: dict[str, Any]) -> str:
+    """What the evaluation compared against: `baseline.name` in its manifest (`base` for the base model)."""
+    baseline = manifest.get("baseline")
+    return str(baseline.get("name", "base")) if isinstance(baseline, dict) else "base"

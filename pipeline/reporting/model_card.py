@@ -345,10 +345,15 @@ def write_model_card(
     kind: str | None = None,
     evaluation: CardEvaluation | None = None,
 ) -> Path:
-    """Write (or refresh) `model_dir/README.md` from the run's files; returns its path."""
+    """Write (or refresh) `model_dir/README.md` from the run's files; returns its path.
+
+    A card whose text would not change is left as it is, so a rerun that reuses finished weights touches nothing."""
     model_dir, train_dir = Path(model_dir), Path(train_dir)
     facts = read_card_facts(model_dir, train_dir, kind, evaluation)
-    return write_text_atomic(model_dir / CARD_FILE, render_model_card(facts))
+    text, path = render_model_card(facts), model_dir / CARD_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path
+    return write_text_atomic(path, text)
 
 
 def read_front_matter(text: str) -> dict[str, Any]:

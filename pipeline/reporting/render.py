@@ -392,24 +392,33 @@ def eval_section(data: EvalData | None, images: dict[str, str | None], limits: R
                              "<code>eval/</code>, then rebuild this page."))  # fmt: skip
         return "".join(parts) + "</section>"
     w = data.winrates
+    opponent = "the base" if data.baseline == "base" else data.baseline
     n_note = f"{data.n_items:,} held-out items" if data.n_items else "no per-item table"
     parts.append(
-        f"<p>Win rate of each tuned model over {escape(str(data.manifest.get('base', 'the base')))} on {n_note} "
+        f"<p>Win rate of each tuned model over {escape(opponent)} on {n_note} "
         "(the share of items where its image scores higher, ties ½), with bootstrap intervals. Every row of "
         "<code>winrates.parquet</code> is below; the chart draws those with an interval, plus each run's "
         f"<i>{LOWEST}</i> (its smallest per-metric win rate, with that metric's interval) when the table has no "
         "worst-metric row of its own.</p>"
     )
     if {"run", "metric", "win_rate", "ci_low", "ci_high"} <= set(w.columns):
+        # One bar group per run, or per run and prompt set when the evaluation used several.
+        several_sets = "prompt_set" in w.columns and w["prompt_set"].n_unique() > 1
         rows = [
-            (str(r["run"]), str(r["metric"]), float(r["win_rate"]), float(r["ci_low"]), float(r["ci_high"]))
+            (
+                f"{r['run']} · {r['prompt_set']}" if several_sets else str(r["run"]),
+                str(r["metric"]),
+                float(r["win_rate"]),
+                float(r["ci_low"]),
+                float(r["ci_high"]),
+            )
             for r in w.iter_rows(named=True)
             if r["win_rate"] is not None and r["ci_low"] is not None and r["ci_high"] is not None
         ]
         lowest = lowest_metric_rows(rows, list(data.manifest.get("metrics", [])))
         notes = {(run, LOWEST): metric for run, metric, *_ in lowest}
         rows += [(run, LOWEST, rate, low, high) for run, _, rate, low, high in lowest]
-        parts.append(winrate_chart(rows, "win rate over the base, with intervals", notes))
+        parts.append(winrate_chart(rows, f"win rate over {opponent}, with intervals", notes))
     parts.append(table(w.columns, w.rows()))
     if not data.items:
         return "".join(parts) + "</section>"

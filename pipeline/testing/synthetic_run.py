@@ -130,8 +130,8 @@ def write_evaluation(
 ) -> None:
     """Base and tuned images of `n_items` items (one shared PNG, or `pool`), scored at random, through the real
     statistics."""
-    from pipeline.evaluation import tables, winrates
-    from pipeline.evaluation.compare import paired
+    from pipeline.evaluation import tables
+    from pipeline.evaluation.compare import group_rates, paired, rates_frame
 
     metrics = [s.name for s in cfg.scoring.scorers]
     n_prompts = max(1, n_items // cfg.eval.seeds_per_prompt)
@@ -152,23 +152,19 @@ def write_evaluation(
     write_manifest(eval_dir / "candidates", n_rows=candidates.height, metrics=metrics)
     scores = ["prompt_id", "prompt", "seed", "image_id", *[f"score_{m}" for m in metrics]]
     base = frames[0].select(scores)
-    per_image, rates = [], []
+    membership = pl.DataFrame({"group": "synthetic", "prompt_id": base["prompt_id"].unique()})
+    per_image, labelled = [], []
     for k, run in enumerate(runs, start=1):
         rows = paired(base, frames[k].select(scores), run, metrics)
-        per_image.append(rows)
-        rates += winrates.win_rates(
-            run,
-            {m: rows[f"{m}_tuned"].to_numpy() for m in metrics},
-            {m: rows[f"{m}_base"].to_numpy() for m in metrics},
-            samples=cfg.eval.bootstrap_samples,
-            seed=seed,
-        )
-    tables.write_parquet(eval_dir / "winrates.parquet", winrates.to_frame(rates))
+        per_image.append(rows.with_columns(pl.lit("base").alias("baseline")))
+        labelled += group_rates(rows, membership, metrics, cfg, seed=seed)
+    tables.write_parquet(eval_dir / "winrates.parquet", rates_frame(labelled, "base", []))
     tables.write_parquet(eval_dir / "per_image.parquet", pl.concat(per_image))
     write_manifest(
         eval_dir,
         config=cfg.model_dump(mode="json"),
-        base=models[0],
+        baseline={"name": "base", "model": models[0]},
+        models={r: {"name": r} for r in runs},
         metrics=metrics,
         n_items={r: int(p.height) for r, p in zip(runs, per_image, strict=True)},
         wall_seconds=0.0,
