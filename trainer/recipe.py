@@ -43,7 +43,7 @@ from pipeline.config import RunConfig, TrainSection
 from pipeline.console import Progress, say
 from pipeline.io import write_manifest
 from pipeline.paths import RunPaths
-from pipeline.reporting.model_card import write_model_card
+from pipeline.reporting.model_card import CARD_FILE, write_model_card
 from pipeline.voting.strategies import disk_name
 from trainer.checkpoints import (
     TrainingObjects,
@@ -352,14 +352,15 @@ class DPORecipe:
         acc, tcfg = self.accelerator, self.tcfg
         finished = self.state.step >= tcfg.max_steps
         acc.wait_for_everyone()
-        if finished and acc.is_main_process:
-            self._export_final()
+        exported = finished and acc.is_main_process and self._export_final()
         written_final = self.final_dir if finished else None
         status = "finished" if finished else f"stopped at step {self.state.step}"
         manifest = self.out_dir / "manifest.json"
         if acc.is_main_process:
             self._write_manifest(status, written_final)
-            if written_final is not None:  # the hub model card, from the manifest just written
+            # The hub model card, from the manifest just written; reused weights keep theirs, which the
+            # evaluation may have completed since.
+            if written_final is not None and (exported or not (written_final / CARD_FILE).is_file()):
                 write_model_card(written_final, self.out_dir)
             say(self._summary(written_final))
         acc.wait_for_everyone()
@@ -387,8 +388,9 @@ class DPORecipe:
             line += f", implicit accuracy {before:.2f} → {after:.2f}"
         return line + f" → {final if final is not None else self.checkpoints_dir}"
 
-    def _export_final(self) -> None:
-        """The policy in diffusers format, written under a temporary name and renamed into `final/`.
+    def _export_final(self) -> bool:
+        """The policy in diffusers format, written under a temporary name and renamed into `final/`; False when
+        nothing was written.
 
         A `final/` this run already exported (same fingerprint and step: a rerun that resumed at `max_steps`) is
         kept as it is, so its files, and the evaluation's cached images of them, stay valid.
@@ -403,12 +405,13 @@ class DPORecipe:
         if existing.is_file():
             old = json.loads(existing.read_text())
             if (old.get("fingerprint"), old.get("step")) == (info["fingerprint"], info["step"]):
-                return
+                return False
         tmp_final = self.out_dir / ".tmp-final"
         shutil.rmtree(tmp_final, ignore_errors=True)
         save_final_weights(self.raw_unet, tmp_final, self.tcfg.use_lora, self.family == "sdxl", info)
         shutil.rmtree(self.final_dir, ignore_errors=True)
         tmp_final.rename(self.final_dir)
+        return True
 
     def _write_manifest(self, status: str, final: Path | None) -> None:
         world, ctx = self.accelerator.num_processes, self.ctx
