@@ -29,7 +29,7 @@ from pipeline.models.zoo import (
     verify_files,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ASSET = committed_dir("sd15")
 # Relative difference of the final training loss allowed for a rebuild on another kind of machine (measured in
 # docs/tiny_models.md).

@@ -66,7 +66,7 @@ def _scenario(tmp_path: Path) -> None:
     assert job(tmp_path)[0] == 0
     final = snapshot(train_dir / "final")
     table = (eval_dir / "winrates.parquet").read_bytes()
-    tag = json.loads((eval_dir / "manifest.json").read_text())["tuned"]["majority"]["tag"]
+    tag = json.loads((eval_dir / "manifest.json").read_text())["models"]["majority"]["tag"]
 
     # The same job again: stage 1, training and evaluation all find their work done; nothing is rewritten.
     assert job(tmp_path)[0] == 0
@@ -89,4 +89,4 @@ def _scenario(tmp_path: Path) -> None:
     manifest = json.loads((train_dir / "manifest.json").read_text())
     assert manifest["resumed_from"] is None and manifest["config"]["train"]["beta"] == 2000
     assert snapshot(train_dir / "final") != final
-    assert json.loads((eval_dir / "manifest.json").read_text())["tuned"]["majority"]["tag"] != tag
+    assert json.loads((eval_dir / "manifest.json").read_text())["models"]["majority"]["tag"] != tag
