@@ -45,11 +45,11 @@ browser:
 # The embedded default model (configs/tiny.yaml) is committed (pipeline/models/assets/): nothing is pre-trained.
 # The browser test's screenshot of a report is copied to runs/test-artifacts/report.png for people to look at.
 test: $(STAMP) browser
-	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -q tests
+	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -n 2 --dist worksteal -q tests
 
 # The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not ray and not train" -q tests
+	$(PY) -m pytest -m "not slow and not ray and not train" -n 2 --dist worksteal -q tests
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q tests

@@ -48,6 +48,21 @@ def _ray_does_not_outlive_its_module():
 
 
 @pytest.fixture(scope="session")
-def small_demo(tmp_path_factory) -> DemoRun:
-    """One small real demo for the whole session (the console test and the report's browser test read it)."""
-    return run_small_demo(tmp_path_factory.mktemp("small_demo") / "run")
+def small_demo(tmp_path_factory, request) -> DemoRun:
+    """One small real demo for the whole session (the console test and the report's browser test read it).
+
+    Under pytest-xdist (`make test` runs two workers) the workers share one run: the first to need it runs it under
+    a file lock, the other reads what it recorded.
+    """
+    if not hasattr(request.config, "workerinput"):  # not an xdist worker
+        return run_small_demo(tmp_path_factory.mktemp("small_demo") / "run")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the same directory for every worker of this session
+    record = shared / "small_demo.json"
+    with FileLock(str(shared / "small_demo.lock")):
+        if record.is_file():
+            return DemoRun.from_json(record.read_text())
+        demo = run_small_demo(shared / "small_demo" / "run")
+        record.write_text(demo.to_json())
+        return demo

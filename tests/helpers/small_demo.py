@@ -6,9 +6,10 @@ trainer, the evaluation and the report all run, as a user's `make demo` does, in
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from helpers.configs import ROOT
@@ -36,6 +37,14 @@ class DemoRun:
     returncode: int
     stdout: str
     stderr: str
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "run_dir": str(self.run_dir)})
+
+    @classmethod
+    def from_json(cls, text: str) -> DemoRun:
+        fields = json.loads(text)
+        return cls(**{**fields, "run_dir": Path(fields["run_dir"])})
 
 
 def run_small_demo(run_dir: Path, *extra: str) -> DemoRun:
