@@ -2,7 +2,7 @@
 
 Each stage reads only the tables of the stage before, so any stage can be rerun alone on cached data. The fixed
 columns are declared here as pyarrow schemas; metric columns (`score_<metric>`, `vote_<metric>`) are added per run
-from the configured scorers. The README's schema section is written from these definitions.
+from the configured scorers. docs/architecture.md's table contracts are written from these definitions.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its samples are latents with std ≈ 15, and DPO on pairs of such samples moves 
 (measured in an early throwaway experiment; `docs/tiny_models.md`). Plain denoising training on synthetic shapes gives the tiny model images
 with structure, and DPO can then improve on them: 1500 steps, because on the proof's development split DPO from the
 500-step model was not distinguishable from its base for one of two seeds, and from the 1500-step model it was for
-both (README, "Proof that it learns"). The default's weights (`tiny/sd15-pretrained`) are built once by
+both (docs/proof_of_learning.md, docs/tiny_models.md). The default's weights (`tiny/sd15-pretrained`) are built once by
 this code and committed (`pipeline/models/assets/`, `docs/tiny_models.md`); `tiny/sd21-pretrained` is still built
 on first use and cached like a download (`pipeline/models/zoo.py`).
 
