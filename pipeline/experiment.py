@@ -24,7 +24,8 @@ if __package__ in (
 import argparse
 import time
 
-from pipeline.config import ConfigError, add_config_arguments, load_config
+from pipeline.config import ConfigError, add_config_arguments, cli_config
+from pipeline.console import console_session, say
 from pipeline.evaluation import EvalError, ProtocolMismatch
 from pipeline.workflows.experiment import run_experiment
 from pipeline.workflows.methods import MethodError
@@ -46,20 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        cfg = load_config(args.config, args.overrides)
-        out = run_experiment(cfg, until=args.until, progress=not args.no_progress)
+        cfg = cli_config(args)
+        with console_session(cfg.output_dir, "experiment", cfg.run.verbose):
+            out = run_experiment(cfg, until=args.until, progress=not args.no_progress)
+            for name, path in out.configs.items():
+                say(f"[experiment] {name}: config {path}, run directory {out.methods[name]}")
+            if out.label_agreement:
+                say(
+                    f"[experiment] agreement of each method's labels with the human labels: {out.label_agreement}"
+                )
+            if out.table is not None:
+                say(out.table[0].read_text().rstrip())
+                for path in out.table:
+                    say(f"[experiment] table: {path}")
+            say(f"[experiment] seconds: {out.seconds}; total {time.perf_counter() - started:.1f}s")
     except (ConfigError, MethodError, PartChanged, ProtocolMismatch, EvalError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name, path in out.configs.items():
-        print(f"[experiment] {name}: config {path}, run directory {out.methods[name]}")
-    if out.label_agreement:
-        print(f"[experiment] agreement of each method's labels with the human labels: {out.label_agreement}")
-    if out.table is not None:
-        print(out.table[0].read_text())
-        for path in out.table:
-            print(f"[experiment] table: {path}")
-    print(f"[experiment] seconds: {out.seconds}; total {time.perf_counter() - started:.1f}s")
     return 0
 
 
