@@ -15,6 +15,21 @@ from pipeline.config import RunConfig, apply_overrides, load_config
 ROOT = Path(__file__).resolve().parents[2]
 TINY_YAML = ROOT / "configs" / "tiny.yaml"
 
+# `configs/tiny.yaml` cut to the smallest whole job: random tiny models, 3 prompts × 3 candidates of 3 steps, a
+# 2-step training of 4 pairs, 2 × 2 evaluation items. The job tests and the small demo add what they check.
+SMALL_JOB = [
+    "model.pretrained=tiny/sd15",
+    "prompts.limit=3",
+    "generation.num_candidates=3",
+    "generation.num_inference_steps=3",
+    "eval.prompts.limit=2",
+    "eval.seeds_per_prompt=2",
+    "eval.bootstrap_samples=200",
+    "train.max_steps=2",
+    "train.batch_size=4",
+    "train.tracker=none",
+]
+
 
 def run_config(
     run_dir: str | Path, *overrides: str, base: str | Path | None = None, **sections: dict[str, Any]

@@ -12,21 +12,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from helpers.configs import ROOT
+from helpers.configs import ROOT, SMALL_JOB
 
 SMALL_DEMO = [
-    "model.pretrained=tiny/sd15",
-    "prompts.limit=3",
-    "generation.num_candidates=3",
-    "generation.num_inference_steps=3",
-    "eval.prompts.limit=2",
-    "eval.seeds_per_prompt=2",
-    "eval.bootstrap_samples=200",
+    *SMALL_JOB,
     "train.max_steps=4",
-    "train.batch_size=4",
     "train.log_every=1",
     "train.ref_update.every=2",
-    "train.tracker=none",
     "train.eval_pairs=4",
 ]
 

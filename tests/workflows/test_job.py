@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from helpers.configs import SMALL_JOB
 
 from pipeline.config import load_config
 from pipeline.evaluation import evaluate
@@ -21,21 +22,7 @@ from pipeline.workflows.job import run_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.train]
 
-TINY_JOB = [
-    "model.pretrained=tiny/sd15",
-    "run.rounds=2",
-    "prompts.limit=3",
-    "generation.num_candidates=3",
-    "generation.num_inference_steps=3",
-    "eval.prompts.limit=2",
-    "eval.seeds_per_prompt=2",
-    "eval.bootstrap_samples=200",
-    "train.max_steps=2",
-    "train.batch_size=4",
-    "train.tracker=none",
-    "train.eval_pairs=0",
-    "vote.diagnostics=false",
-]
+TINY_JOB = [*SMALL_JOB, "run.rounds=2", "train.eval_pairs=0", "vote.diagnostics=false"]
 
 
 def test_two_online_rounds_then_evaluation(tmp_path):

@@ -14,23 +14,11 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from helpers.configs import SMALL_JOB
 
 pytestmark = [pytest.mark.ray, pytest.mark.train]
 
-TINY_JOB = [
-    "model.pretrained=tiny/sd15",
-    "prompts.limit=3",
-    "generation.num_candidates=3",
-    "generation.num_inference_steps=3",
-    "eval.prompts.limit=2",
-    "eval.seeds_per_prompt=2",
-    "eval.bootstrap_samples=200",
-    "train.max_steps=2",
-    "train.batch_size=4",
-    "train.tracker=none",
-    "train.eval_pairs=0",
-    "vote.diagnostics=false",
-]
+TINY_JOB = [*SMALL_JOB, "train.eval_pairs=0", "vote.diagnostics=false"]
 README = ["train.beta=2000", "train.ref_update.mode=ema"]
 
 
