@@ -21,7 +21,7 @@ import polars as pl
 from pipeline.evaluation import tables
 from pipeline.evaluation.protocol import check_same, read_parquet_protocol, summary_line
 from pipeline.evaluation.winrates import AVERAGE, LOST_ALL, MAJORITY, WON_ALL, WORST_METRIC
-from pipeline.io import atomic_path, write_text_atomic
+from pipeline.io import write_text_atomic
 
 HEADLINE = (AVERAGE, WORST_METRIC, MAJORITY)
 
@@ -118,12 +118,7 @@ def heatmap(path: str | Path, frame: pl.DataFrame, title: str) -> Path:
         for k in range(1, len(groups)):
             ax.axvline(k * len(order) - 0.5, color="black", linewidth=0.8)
         ax.set_title(f"win rate over {baseline}", fontsize=9)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return tables.save_figure(fig, path, title)
 
 
 def write_paper_table(

@@ -166,6 +166,13 @@ def plot(path: str | Path, frame: pl.DataFrame, title: str = "Win rate over the 
         heading += [str(names["prompt_set"])] if "prompt_set" in names else []
         ax.set_title(" · ".join(heading) or title, fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig: Any, path: str | Path, title: str) -> Path:
+    """Title the figure, write it as a PNG atomically (a reader never sees half a file) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     with atomic_path(path) as tmp:
