@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Literal
 
 import pyarrow as pa
 
@@ -91,6 +92,23 @@ def _digest(*parts: object) -> str:
 def make_prompt_id(prompt: str) -> str:
     """Stable id of a prompt: the same text (up to whitespace) always gets the same id, on any machine."""
     return _digest("prompt", normalise_prompt(prompt))
+
+
+SeedScheme = Literal["per_prompt", "shared"]
+
+
+def noise_seed(prompt_id: str, index: int, scheme: SeedScheme = "per_prompt") -> int:
+    """The generator seed of a prompt's image number `index` (`seed_offset + k` for its k-th image).
+
+    `per_prompt`: a hash of (prompt, index), so every prompt starts from its own noise and the images of a run are
+    independent draws; `shared`: `index` itself, the same starting noise for every prompt (a design where prompts
+    are compared at fixed noise). Either way the seed is a pure function of the prompt and the index, so any image
+    can be regenerated alone, and every model gets the same seed for the same item (paired comparisons).
+    """
+    if scheme == "shared":
+        return int(index)
+    digest = hashlib.blake2b(f"{prompt_id}:{int(index)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # below 2**63: fits the int64 `seed` column
 
 
 def make_image_id(prompt_id: str, model: str, seed: int) -> str:

@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline.evaluation.models import EvalError
 from pipeline.paths import RunPaths, table_files
-from pipeline.schema import SCORE_PREFIX, make_image_id
+from pipeline.schema import SCORE_PREFIX, SeedScheme, make_image_id, noise_seed
 from pipeline.stage1.store import read_ids
 
 
@@ -29,10 +29,12 @@ class Reuse:
     generated: int
 
 
-def planned_ids(tag: str, prompt_ids: Iterable[str], seeds: Iterable[int]) -> set[str]:
-    """Every image id a model needs on these items."""
+def planned_ids(
+    tag: str, prompt_ids: Iterable[str], seeds: Iterable[int], scheme: SeedScheme = "per_prompt"
+) -> set[str]:
+    """Every image id a model needs on these items (`seeds`: the seed indices, as stage 1 takes them)."""
     seeds = list(seeds)
-    return {make_image_id(pid, tag, seed) for pid in prompt_ids for seed in seeds}
+    return {make_image_id(pid, tag, noise_seed(pid, k, scheme)) for pid in prompt_ids for k in seeds}
 
 
 def count_reuse(planned: Mapping[str, set[str]], cached: set[str], after: set[str]) -> dict[str, Reuse]:

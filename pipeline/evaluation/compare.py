@@ -224,7 +224,8 @@ def generate_missing(
     tags = {m.name: tuned_tag(m, cfg) for m in everyone}
     seeds = range(cfg.eval.seed_offset, cfg.eval.seed_offset + cfg.eval.seeds_per_prompt)
     prompt_ids = prompt_sets.union.table["prompt_id"].to_list()
-    planned = {m.name: cache.planned_ids(tags[m.name], prompt_ids, seeds) for m in everyone}
+    scheme = cfg.eval.seed_scheme
+    planned = {m.name: cache.planned_ids(tags[m.name], prompt_ids, seeds, scheme) for m in everyone}
     before = cache.cached_ids(store)
     missing = {tags[m.name]: model_reference(m, cfg) for m in everyone if planned[m.name] - before}
     if missing:
@@ -234,6 +235,7 @@ def generate_missing(
             prompts=prompt_sets.union,
             seeds_per_prompt=cfg.eval.seeds_per_prompt,
             seed_offset=cfg.eval.seed_offset,
+            seed_scheme=scheme,
             out_dir=store.root,
             scorer_factory=scorer_factory,
             progress=progress,

@@ -79,7 +79,7 @@ def evaluation_protocol(
     ev = cfg.eval
     return {
         **image_settings(cfg),
-        "seeds": {"per_prompt": ev.seeds_per_prompt, "offset": ev.seed_offset},
+        "seeds": {"per_prompt": ev.seeds_per_prompt, "offset": ev.seed_offset, "scheme": ev.seed_scheme},
         "prompt_sets": {name: describe_prompt_set(sec, ps) for name, (sec, ps) in prompt_sets.items()},
         "metrics": [describe_metric(s) for s in scorers],
         "bootstrap": {

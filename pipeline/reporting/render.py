@@ -93,6 +93,11 @@ def img(src: str | None, alt: str, cls: str = "") -> str:
 
 
 # -- run ------------------------------------------------------------------------------------------------------------
+def _seeds_text(scheme: object) -> str:
+    """How a run's seeds were drawn; configs written before `seed_scheme` existed shared them across prompts."""
+    return "the same seeds for every prompt" if scheme in (None, "shared") else "each prompt its own noise"
+
+
 def _get(config: dict[str, Any], dotted: str, default: Any = None) -> Any:
     node: Any = config
     for part in dotted.split("."):
@@ -125,7 +130,8 @@ def protocol(config: dict[str, Any]) -> list[str]:
         f"Stage 1: every prompt of {_prompt_source(_get(c, 'prompts'))} gets "
         f"{_get(c, 'generation.num_candidates')} candidate images from {_get(c, 'model.pretrained')} "
         f"({_get(c, 'generation.width')}×{_get(c, 'generation.height')}, {_get(c, 'generation.num_inference_steps')} "
-        f"steps, guidance {_get(c, 'generation.guidance_scale')}, seeds from {_get(c, 'generation.seed_offset')}), "
+        f"steps, guidance {_get(c, 'generation.guidance_scale')}, seed indices from "
+        f"{_get(c, 'generation.seed_offset')}, {_seeds_text(_get(c, 'generation.seed_scheme'))}), "
         f"each scored by {len(metrics)} metrics: {', '.join(map(str, metrics))}.",
         f"Vote: {_get(c, 'vote.pairing')} pairs inside each prompt; every metric votes for the image it scores "
         f"higher; the {_get(c, 'vote.strategy')} strategy picks the winner (majority: kept when {min_agree} "
@@ -137,7 +143,8 @@ def protocol(config: dict[str, Any]) -> list[str]:
     if _get(c, "eval.prompts"):
         lines.append(
             f"Evaluation: held-out prompts of {_prompt_source(_get(c, 'eval.prompts'))}, "
-            f"{_get(c, 'eval.seeds_per_prompt')} seeds each from {_get(c, 'eval.seed_offset')}; base and tuned images "
+            f"{_get(c, 'eval.seeds_per_prompt')} seeds each (indices from {_get(c, 'eval.seed_offset')}, "
+            f"{_seeds_text(_get(c, 'eval.seed_scheme'))}); base and tuned images "
             f"of an item start from the same noise; win rates (ties ½) with "
             f"{float(_get(c, 'eval.confidence', 0.95)):.0%} bootstrap intervals over items "
             f"({_get(c, 'eval.bootstrap_samples')} resamples)."

@@ -18,7 +18,7 @@ from pipeline.config import PromptsSection, RunConfig, ScorerSpec
 from pipeline.data.prompts import PromptSet, load_prompts, prompts_from_strings
 from pipeline.io import write_manifest, write_parquet_atomic
 from pipeline.paths import RunPaths, part_name
-from pipeline.schema import make_image_id
+from pipeline.schema import SeedScheme, make_image_id, noise_seed
 from pipeline.stage1.errors import Stage1Error
 
 # `scorers.available()` without importing the scorer models (seconds of torch/open_clip in the driver); a name
@@ -40,17 +40,20 @@ def plan_items(
     model_tag: str,
     seeds: Sequence[int],
     round_: int = 0,
+    seed_scheme: SeedScheme = "per_prompt",
 ) -> dict[str, list]:
-    """One work item per (prompt, seed), prompt-major, as columns.
+    """One work item per (prompt, seed index), prompt-major, as columns.
 
-    `prompts` holds (prompt_id, prompt, source) triples. The seed alone fixes an image's initial noise, so any
-    item can be regenerated on its own; `image_id` is deterministic, so reruns recognise finished items.
+    `prompts` holds (prompt_id, prompt, source) triples; `seeds` are indices that `noise_seed` turns into each
+    prompt's generator seeds. The seed alone fixes an image's initial noise, so any item can be regenerated on its
+    own; `image_id` is deterministic, so reruns recognise finished items.
     """
     cols: dict[str, list] = {
         k: [] for k in ("image_id", "prompt_id", "prompt", "source", "model", "round", "seed")
     }
     for prompt_id, prompt, source in prompts:
-        for seed in seeds:
+        for index in seeds:
+            seed = noise_seed(prompt_id, index, seed_scheme)
             cols["image_id"].append(make_image_id(prompt_id, model_tag, int(seed)))
             cols["prompt_id"].append(prompt_id)
             cols["prompt"].append(prompt)
@@ -62,12 +65,18 @@ def plan_items(
 
 
 def generation_items(
-    prompt_set: PromptSet, model_tags: Sequence[str], seeds: Sequence[int], round_: int
+    prompt_set: PromptSet,
+    model_tags: Sequence[str],
+    seeds: Sequence[int],
+    round_: int,
+    seed_scheme: SeedScheme = "per_prompt",
 ) -> pa.Table:
     """Every (model, prompt, seed) item as one table, grouped by model: an actor switches models once per model."""
     triples = list(prompt_set.table.select("prompt_id", "prompt", "source").iter_rows())
     return pa.concat_tables(
-        pa.table(plan_items(triples, model_tag=tag, seeds=seeds, round_=round_)).cast(ITEM_SCHEMA)
+        pa.table(
+            plan_items(triples, model_tag=tag, seeds=seeds, round_=round_, seed_scheme=seed_scheme)
+        ).cast(ITEM_SCHEMA)
         for tag in model_tags
     )
 

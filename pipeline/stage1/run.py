@@ -3,7 +3,8 @@
 Python API (the CLI `pipeline/score.py` and the evaluation / online-rounds code call these):
 
     run_stage1(cfg, *, model_ref=None, model_tag=None, models=None, prompts=None, seeds_per_prompt=None,
-               seed_offset=None, round=0, out_dir=None, scorer_factory=None, progress=True) -> Stage1Outputs
+               seed_offset=None, seed_scheme=None, round=0, out_dir=None, scorer_factory=None,
+               progress=True) -> Stage1Outputs
     generate_and_score(cfg, **same keywords) -> Path          # the candidates directory
 
 - `model_ref`: None → `cfg.model`; a hub id, a local diffusers directory or `tiny/<family>`; or a picklable
@@ -13,8 +14,10 @@ Python API (the CLI `pipeline/score.py` and the evaluation / online-rounds code 
 - `models`: instead of the two above, several models in one call, tag → reference (what `model_ref` takes):
   the same prompts and seeds for each, one Ray pipeline (the evaluation's base and tuned models).
 - `prompts`: None → `cfg.prompts`; a `PromptsSection` (e.g. `cfg.eval.prompts`), a `PromptSet` or a list of str.
-- `seeds_per_prompt` / `seed_offset`: default `cfg.generation.num_candidates` / `cfg.generation.seed_offset`;
-  prompt p gets seeds `seed_offset + k`, k < seeds_per_prompt (the same seeds for every model: paired comparisons).
+- `seeds_per_prompt` / `seed_offset` / `seed_scheme`: default `cfg.generation.num_candidates` / `.seed_offset` /
+  `.seed_scheme`; prompt p's k-th image (k < seeds_per_prompt) gets the seed
+  `pipeline.schema.noise_seed(p, seed_offset + k, seed_scheme)`: its own noise per prompt (`per_prompt`), or
+  `seed_offset + k` for every prompt (`shared`). Every model gets the same seeds: paired comparisons.
 - `round`: written to the `round` column (online rounds); `out_dir`: the run directory (default
   `cfg.run.output_dir`); `scorer_factory`: ScorerSpec → scorer (default `scorers.build_scorer`), picklable.
 
@@ -39,6 +42,7 @@ from pipeline.config import PromptsSection, RunConfig
 from pipeline.console import say
 from pipeline.data.prompts import PromptSet
 from pipeline.paths import RunPaths
+from pipeline.schema import SeedScheme
 from pipeline.stage1.batches import ScorerFactory
 from pipeline.stage1.identity import image_settings
 from pipeline.stage1.plan import (
@@ -76,6 +80,7 @@ def run_stage1(
     prompts: PromptsSection | PromptSet | Sequence[str] | None = None,
     seeds_per_prompt: int | None = None,
     seed_offset: int | None = None,
+    seed_scheme: SeedScheme | None = None,
     round: int = 0,
     out_dir: str | Path | None = None,
     scorer_factory: ScorerFactory | None = None,
@@ -108,11 +113,13 @@ def run_stage1(
         n_seeds = seeds_per_prompt or cfg.generation.num_candidates
         offset = cfg.generation.seed_offset if seed_offset is None else seed_offset
         prompt_set = resolve_prompts(cfg, prompts)
-        items = generation_items(prompt_set, list(refs), range(offset, offset + n_seeds), round)
+        scheme = seed_scheme or cfg.generation.seed_scheme
+        items = generation_items(prompt_set, list(refs), range(offset, offset + n_seeds), round, scheme)
         call.update(
             model=next(iter(refs)) if len(refs) == 1 else list(refs),
             seeds_per_prompt=n_seeds,
             seed_offset=offset,
+            seed_scheme=scheme,
             prompt_set=prompt_set.name,
             prompt_stats=prompt_set.stats,
             safety_checker="off",

@@ -32,7 +32,7 @@ def test_the_protocol_names_every_setting_that_moves_a_win_rate(tmp_path):
         "width": 64,
         "dtype": "float32",
     }
-    assert p["seeds"] == {"per_prompt": 4, "offset": 1_000_000}
+    assert p["seeds"] == {"per_prompt": 4, "offset": 1_000_000, "scheme": "per_prompt"}
     assert p["prompt_sets"]["tiny_eval"]["n_prompts"] == 16
     assert p["metrics"][0] == "hpsv21 (tiny)"
     assert p["bootstrap"]["unit"] == "prompt"

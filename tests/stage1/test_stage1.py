@@ -16,7 +16,7 @@ from helpers.stage1_scorers import make_scorer, read_rows
 from PIL import Image
 
 from pipeline.paths import RunPaths
-from pipeline.schema import candidates_schema, make_image_id, make_prompt_id
+from pipeline.schema import candidates_schema, make_image_id, make_prompt_id, noise_seed
 from pipeline.stage1 import ScoringError, Stage1Error
 from pipeline.stage1.batches import ERROR_COLUMN, GenerateBatch, ScoreBatch
 from pipeline.stage1.plan import chunk_by_model, plan_items
@@ -38,12 +38,24 @@ def generated(cfg):
 
 def test_plan_items_are_prompt_major_with_deterministic_ids():
     prompts = [("p1", "one", "s"), ("p2", "two", "s")]
-    items = plan_items(prompts, model_tag="m", seeds=[5, 6], round_=2)
+    items = plan_items(prompts, model_tag="m", seeds=[5, 6], round_=2, seed_scheme="shared")
     assert items["seed"] == [5, 6, 5, 6]
     assert items["prompt_id"] == ["p1", "p1", "p2", "p2"]
     assert items["image_id"][1] == make_image_id("p1", "m", 6)
     assert len(set(items["image_id"])) == 4
     assert items["round"] == [2] * 4
+
+
+def test_per_prompt_seeds_give_every_prompt_its_own_noise_and_are_reproducible():
+    prompts = [("p1", "one", "s"), ("p2", "two", "s")]
+    items = plan_items(prompts, model_tag="m", seeds=[5, 6])  # the default scheme
+    assert len(set(items["seed"])) == 4  # no two items share a starting noise
+    assert items["seed"] == [noise_seed(p, k) for p in ("p1", "p2") for k in (5, 6)]
+    assert (
+        plan_items(prompts, model_tag="other", seeds=[5, 6])["seed"] == items["seed"]
+    )  # paired across models
+    assert all(0 <= s < 2**63 for s in items["seed"])  # fits the int64 seed column
+    assert items["image_id"][0] == make_image_id("p1", "m", noise_seed("p1", 5))
 
 
 def test_generate_batch_rows_carry_png_latent_and_parameters(cfg, generated):
