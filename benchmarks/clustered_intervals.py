@@ -4,9 +4,10 @@ seeds resampled, and both at once.
     python benchmarks/clustered_intervals.py runs/tiny/eval/per_image.parquet [more per_image.parquet ...]
 
 The evaluation's bootstrap (`pipeline/evaluation/winrates.py`) resamples (prompt, seed) items as if they were independent.
-They are not: the seeds of one prompt share the prompt, and, more so on the tiny default, the prompts of one seed
-share the starting noise (prompt p gets seeds `eval.seed_offset + k`, the same k for every prompt), and the tiny
-model follows its noise far more than its prompt. So three clustered intervals are printed beside the item one:
+They are not: the seeds of one prompt share the prompt, and, in evaluations made with `eval.seed_scheme: shared`
+(every evaluation before the key existed), the prompts of one seed share the starting noise (prompt p gets seed
+`eval.seed_offset + k`, the same for every prompt), which the tiny model follows far more than its prompt. So three
+clustered intervals are printed beside the item one:
 
 - prompts resampled with replacement, each prompt's seeds kept together (the interval the evaluation will report);
 - seeds resampled, each seed's prompts kept together (with 4 or 8 seeds, a coarse interval);
