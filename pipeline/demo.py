@@ -4,9 +4,8 @@
 
 prompts → stage 1 (local Ray: generate + score with five tiny metrics) → majority vote → Diffusion-DPO with the
 dynamic reference → evaluation on held-out prompts and seeds → the run's report (`<run>/report/index.html`). The
-first run also builds the tiny models into the local cache (the pre-trained tiny UNet takes about two minutes on
-two CPU cores); later runs reuse them, and rerunning in the same directory skips images that are already
-generated.
+first run copies the committed tiny UNet into the local cache and builds the five tiny metric models there (seconds);
+later runs reuse them, and rerunning in the same directory skips images that are already generated.
 """
 
 from __future__ import annotations

@@ -29,13 +29,24 @@ class SettingsMismatchError(Stage1Error):
     """A stage-1 call whose image settings differ from those of the table it would add to."""
 
 
-def image_settings(cfg: RunConfig, model_refs: Mapping[str, Any], relabel: bool) -> dict[str, Any]:
-    """The settings that decide the pixels of this call's images (`model_refs`: tag → reference)."""
+# Tables written before a setting existed were made the one way there was then: read them so, rather than not at all.
+SETTINGS_BEFORE_RECORDED = {"seed_scheme": "shared"}
+
+
+def image_settings(
+    cfg: RunConfig, model_refs: Mapping[str, Any], relabel: bool, seed_scheme: str | None = None
+) -> dict[str, Any]:
+    """The settings that decide the pixels of this call's images (`model_refs`: tag → reference).
+
+    `seed_scheme` (default `cfg.generation.seed_scheme`): a table holds one scheme, since a rerun under the other
+    would add a second set of candidates instead of recognising the first.
+    """
     if relabel:
         return {"mode": "relabel", "source": str(cfg.prompts.pairs)}
     gen, model = cfg.generation, cfg.model
     return {
         "mode": "generate",
+        "seed_scheme": seed_scheme or gen.seed_scheme,
         "height": gen.height,
         "width": gen.width,
         "num_inference_steps": gen.num_inference_steps,
@@ -92,6 +103,8 @@ def check_image_settings(
     `recorded` is the manifest's `image_settings` or, for a table written before they were recorded, what its
     rows say (`settings_from_rows`).
     """
+    if recorded and recorded.get("mode") == "generate":
+        recorded = {**SETTINGS_BEFORE_RECORDED, **recorded}
     changes = settings_changes(recorded, current) if recorded else []
     if changes:
         raise SettingsMismatchError(

@@ -104,7 +104,8 @@ def run_stage1(
         refs = resolve_model_refs(cfg, model_ref, model_tag, models)
     # Before anything is read, written or started: what the actors would load, and the table's image settings.
     check_references(cfg, refs, default_scorers=scorer_factory is None)
-    store.check_settings(image_settings(cfg, refs, relabel))
+    scheme = seed_scheme or cfg.generation.seed_scheme
+    store.check_settings(image_settings(cfg, refs, relabel, scheme))
 
     if relabel:
         items, human_dir, stats, rejected = relabel_items(cfg, paths)
@@ -113,7 +114,6 @@ def run_stage1(
         n_seeds = seeds_per_prompt or cfg.generation.num_candidates
         offset = cfg.generation.seed_offset if seed_offset is None else seed_offset
         prompt_set = resolve_prompts(cfg, prompts)
-        scheme = seed_scheme or cfg.generation.seed_scheme
         items = generation_items(prompt_set, list(refs), range(offset, offset + n_seeds), round, scheme)
         call.update(
             model=next(iter(refs)) if len(refs) == 1 else list(refs),

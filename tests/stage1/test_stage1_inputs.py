@@ -41,7 +41,7 @@ def write_finished_table(cfg, record_settings: bool) -> CandidateStore:
     """Candidates for every item `cfg` plans, as a finished stage-1 run of `cfg` would leave them.
 
     Without `record_settings` the table is what the code before #16 wrote: the rows state their size, steps and
-    guidance, the manifest states nothing about them.
+    guidance, the manifest states nothing about them (and that code knew one seed scheme, `shared`).
     """
     from pipeline.stage1.identity import image_settings
 
@@ -51,6 +51,7 @@ def write_finished_table(cfg, record_settings: bool) -> CandidateStore:
         [cfg.model.pretrained],
         range(gen.seed_offset, gen.seed_offset + gen.num_candidates),
         0,
+        gen.seed_scheme,
     )
     n = items.num_rows
     table = items
@@ -90,6 +91,8 @@ def test_a_rerun_with_other_image_settings_is_refused_not_reported_as_done(
     from pipeline.stage1 import SettingsMismatchError
 
     cfg = tiny_config(tmp_path)
+    if not recorded:  # the code that wrote no settings shared seeds across prompts: such a run says so
+        cfg = derive_config(cfg, ["generation.seed_scheme=shared"])
     write_finished_table(cfg, recorded)
     same = run_stage1(cfg, scorer_factory=make_scorer, progress=False)
     assert same.n_written == 0 and same.n_rows == 6  # the same settings: nothing to do, as before
@@ -104,9 +107,25 @@ def test_settings_only_a_manifest_knows_are_checked_too(tmp_path):
 
     cfg = tiny_config(tmp_path)
     write_finished_table(cfg, record_settings=True)
-    for override, named in [("generation.scheduler=euler", "scheduler"), ("model.dtype=float16", "dtype")]:
+    for override, named in [
+        ("generation.scheduler=euler", "scheduler"),
+        ("model.dtype=float16", "dtype"),
+        ("generation.seed_scheme=shared", "seed_scheme: 'per_prompt' → 'shared'"),
+    ]:
         with pytest.raises(SettingsMismatchError, match=named):
             run_stage1(derive_config(cfg, [override]), scorer_factory=make_scorer, progress=False)
+
+
+def test_a_table_from_before_seed_schemes_is_read_as_shared_seeds(tmp_path):
+    """Tables written before `seed_scheme` existed shared seeds; rerun with the new default they would gain a second
+    set of candidates beside the first, so the rerun is refused and names the setting to keep them."""
+    from pipeline.stage1 import SettingsMismatchError
+
+    legacy = derive_config(tiny_config(tmp_path), ["generation.seed_scheme=shared"])
+    write_finished_table(legacy, record_settings=False)
+    with pytest.raises(SettingsMismatchError, match="seed_scheme: 'shared' → 'per_prompt'"):
+        run_stage1(tiny_config(tmp_path), scorer_factory=make_scorer, progress=False)
+    assert run_stage1(legacy, scorer_factory=make_scorer, progress=False).n_written == 0
 
 
 def test_image_settings_compare_what_both_sides_state():
