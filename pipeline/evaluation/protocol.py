@@ -135,6 +135,14 @@ def check_image_cache(cfg: RunConfig, candidates_manifest: Path) -> None:
     )
 
 
+def seeds_phrase(seeds: Mapping[str, Any]) -> str:
+    """How the items' seeds were drawn; protocols written before `scheme` was recorded shared them across prompts."""
+    offset, n = seeds.get("offset"), seeds.get("per_prompt")
+    if seeds.get("scheme", "shared") == "shared":
+        return f"seeds {offset} + k for k < {n} per prompt (the same for every prompt)"
+    return f"{n} seeds per prompt, each its own noise (noise_seed(prompt, {offset} + k), k < {n})"
+
+
 def summary_line(protocol: Mapping[str, Any]) -> str:
     """The protocol in one readable line, for the header of a Markdown table."""
     seeds = protocol.get("seeds", {})
@@ -146,7 +154,7 @@ def summary_line(protocol: Mapping[str, Any]) -> str:
     return (
         f"sampler `{protocol['sampler']}`, {protocol['num_inference_steps']} steps, guidance "
         f"{protocol['guidance_scale']:g}, {protocol['height']}×{protocol['width']}, {protocol['dtype']}; "
-        f"seeds {seeds.get('offset')} + k for k < {seeds.get('per_prompt')} per prompt; prompt sets: {sets}; "
+        f"{seeds_phrase(seeds)}; prompt sets: {sets}; "
         f"metrics: {', '.join(protocol.get('metrics', []))}; bootstrap over {boot.get('unit')}s, "
         f"{boot.get('samples')} resamples, {boot.get('confidence', 0):.0%} intervals"
     )

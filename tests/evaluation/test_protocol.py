@@ -87,3 +87,14 @@ def test_a_parquet_file_without_a_protocol_is_named(tmp_path):
     pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "old.parquet")
     with pytest.raises(ProtocolMismatch, match="old.parquet: no protocol"):
         proto.read_parquet_protocol(tmp_path / "old.parquet")
+
+
+def test_the_summary_line_says_how_the_seeds_were_drawn():
+    from pipeline.evaluation.protocol import seeds_phrase
+
+    assert seeds_phrase({"per_prompt": 4, "offset": 10, "scheme": "per_prompt"}) == (
+        "4 seeds per prompt, each its own noise (noise_seed(prompt, 10 + k), k < 4)"
+    )
+    shared = "seeds 10 + k for k < 4 per prompt (the same for every prompt)"
+    assert seeds_phrase({"per_prompt": 4, "offset": 10, "scheme": "shared"}) == shared
+    assert seeds_phrase({"per_prompt": 4, "offset": 10}) == shared  # written before the scheme was recorded
