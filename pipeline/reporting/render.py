@@ -146,7 +146,8 @@ def protocol(config: dict[str, Any]) -> list[str]:
             f"{_get(c, 'eval.seeds_per_prompt')} seeds each (indices from {_get(c, 'eval.seed_offset')}, "
             f"{_seeds_text(_get(c, 'eval.seed_scheme'))}); base and tuned images "
             f"of an item start from the same noise; win rates (ties ½) with "
-            f"{float(_get(c, 'eval.confidence', 0.95)):.0%} bootstrap intervals over items "
+            f"{float(_get(c, 'eval.confidence', 0.95)):.0%} bootstrap intervals over "
+            f"{_get(c, 'eval.bootstrap_unit', 'item')}s "
             f"({_get(c, 'eval.bootstrap_samples')} resamples)."
         )
     return lines

@@ -277,3 +277,19 @@ def test_missing_tables_beside_a_manifest_do_not_break_the_page(tmp_path):
     html, parsed = parse(build_report(root))
     assert parsed.sections == list(SECTIONS)
     assert "stopped at step 3" in html and "No training curves" in html
+
+
+def test_the_protocol_says_how_seeds_were_drawn_and_what_the_intervals_resample():
+    from pipeline.reporting.render import protocol
+
+    config = {
+        "generation": {"seed_offset": 0, "seed_scheme": "per_prompt"},
+        "eval": {"prompts": {"manifest": "m.yaml"}, "seed_offset": 7, "bootstrap_unit": "prompt"},
+    }
+    stage1, *_, evaluation = protocol(config)
+    assert "each prompt its own noise" in stage1
+    assert "bootstrap intervals over prompts" in evaluation
+    old = protocol({"generation": {"seed_offset": 0}, "eval": {"prompts": {"manifest": "m.yaml"}}})
+    assert (
+        "the same seeds for every prompt" in old[0] and "intervals over items" in old[-1]
+    )  # older runs' configs
