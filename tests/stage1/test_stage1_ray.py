@@ -34,7 +34,7 @@ from PIL import Image
 from pipeline.config import load_config
 from pipeline.io import read_manifest
 from pipeline.paths import table_files
-from pipeline.schema import candidates_schema, make_prompt_id
+from pipeline.schema import candidates_schema, make_prompt_id, noise_seed
 from pipeline.stage1 import ScoringError, generate_and_score, run_stage1
 
 pytestmark = pytest.mark.ray
@@ -197,7 +197,12 @@ def test_python_api_separate_pools_model_override_round_and_rerun(cluster, tmp_p
     assert len(set(rows.column("image_id").to_pylist())) == 4
     assert set(rows.column("model").to_pylist()) == {"tiny/sd21"}
     assert set(rows.column("round").to_pylist()) == {1}
-    assert sorted(set(rows.column("seed").to_pylist())) == [100, 101]
+    expected_seeds = {
+        noise_seed(make_prompt_id(p), k) for p in ("a red circle", "a blue circle") for k in (100, 101)
+    }
+    assert (
+        set(rows.column("seed").to_pylist()) == expected_seeds
+    )  # each prompt its own noise, indices 100, 101
     assert make_prompt_id("a blue circle") in rows.column("prompt_id").to_pylist()
     expected = [_png_brightness(b) for b in rows.column("image").to_pylist()]
     np.testing.assert_allclose(rows.column("score_brightness").to_numpy(), expected, rtol=1e-6)

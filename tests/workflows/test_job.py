@@ -17,6 +17,7 @@ from helpers.configs import SMALL_JOB
 from pipeline.config import load_config
 from pipeline.evaluation import evaluate
 from pipeline.reporting.model_card import read_front_matter
+from pipeline.schema import noise_seed
 from pipeline.stage1.store import count_rows
 from pipeline.workflows.job import run_job
 
@@ -63,7 +64,8 @@ def _two_rounds_then_evaluation(tmp_path):
     assert frame["n"].unique().to_list() == [4]
     assert ((frame["ci_low"] <= frame["win_rate"]) & (frame["win_rate"] <= frame["ci_high"])).all()
     per_image = pl.read_parquet(out.eval.per_image)
-    assert per_image.height == 8 and set(per_image["seed"]) == {1_000_000, 1_000_001}
+    eval_seeds = {noise_seed(p, k) for p in per_image["prompt_id"].unique() for k in (1_000_000, 1_000_001)}
+    assert per_image.height == 8 and set(per_image["seed"]) == eval_seeds
     assert "| round_0 |" in out.eval.markdown.read_text()
 
     # Each round's weights and its exported policy carry a model card with that round's evaluation.
