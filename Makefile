@@ -44,10 +44,8 @@ browser:
 
 # The embedded default model (configs/tiny.yaml) is committed (pipeline/models/assets/): nothing is pre-trained.
 # The browser test's screenshot of a report is copied to runs/test-artifacts/report.png for people to look at.
-# Two workers each run torch (and Ray actors) with all cores' threads; OMP_WAIT_POLICY=PASSIVE lets a waiting
-# OpenMP thread sleep instead of spinning, so the two do not burn each other's cores (results are unchanged).
 test: $(STAMP) browser
-	OMP_WAIT_POLICY=PASSIVE BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -n 2 --dist worksteal -q tests
+	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -n 2 --dist worksteal -q tests
 
 # The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training.
 test-fast: $(STAMP)
