@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.schema import SeedScheme
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the key."""
@@ -104,7 +106,7 @@ class GenerationSection(Section):
     num_workers: int = Field(1, ge=1, description="generation actors in the Ray pool")
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per generation actor (0 on CPU)")
     seed_offset: int = 0
-    seed_scheme: Literal["per_prompt", "shared"] = Field(
+    seed_scheme: SeedScheme = Field(
         "per_prompt",
         description="per_prompt: each prompt's k-th image starts from its own noise, hash(prompt, seed_offset + k); "
         "shared: seed seed_offset + k for every prompt (the same starting noise across prompts)",
@@ -300,7 +302,7 @@ class EvalSection(Section):
     )
     seeds_per_prompt: int = Field(4, ge=1)
     seed_offset: int = 1_000_000
-    seed_scheme: Literal["per_prompt", "shared"] = Field(
+    seed_scheme: SeedScheme = Field(
         "per_prompt", description="as generation.seed_scheme, for the evaluation's images"
     )
     bootstrap_samples: int = Field(1000, ge=100)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
+from pipeline.schema import SeedScheme
 from pipeline.stage1.errors import Stage1Error
 
 IMAGE_SETTINGS = "image_settings"  # the manifest key
@@ -34,7 +35,7 @@ SETTINGS_BEFORE_RECORDED = {"seed_scheme": "shared"}
 
 
 def image_settings(
-    cfg: RunConfig, model_refs: Mapping[str, Any], relabel: bool, seed_scheme: str | None = None
+    cfg: RunConfig, model_refs: Mapping[str, Any], relabel: bool, seed_scheme: SeedScheme | None = None
 ) -> dict[str, Any]:
     """The settings that decide the pixels of this call's images (`model_refs`: tag → reference).
 
