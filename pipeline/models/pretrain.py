@@ -12,7 +12,7 @@ on first use and cached like a download (`pipeline/models/zoo.py`).
 The training runs with a pinned torch thread count (`PretrainSettings.threads`, 1): float sums are split across
 threads, so the same code built different weights at 1 and at 2 threads.
 
-Captions are short colour descriptions read off each image ("a red shape on a blue background"), so the text
+Captions are short colour descriptions read off each image (`pipeline.models.synthetic.describe`) ("a red shape on a blue background"), so the text
 encoder's output carries some information the UNet can use, and a fraction are dropped to "" so classifier-free
 guidance has an unconditional model to contrast with.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -29,27 +28,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pipeline.models.synthetic import synthetic_images
+from pipeline.models.synthetic import describe, synthetic_images
 
 logger = logging.getLogger(__name__)
-
-# Named colours for captions, as RGB in [0, 1]; the nearest one names a colour.
-PALETTE: dict[str, tuple[float, float, float]] = {
-    "red": (0.85, 0.1, 0.1),
-    "orange": (0.95, 0.55, 0.1),
-    "yellow": (0.95, 0.9, 0.15),
-    "green": (0.15, 0.7, 0.2),
-    "teal": (0.1, 0.6, 0.6),
-    "blue": (0.15, 0.25, 0.85),
-    "purple": (0.55, 0.2, 0.7),
-    "pink": (0.95, 0.55, 0.75),
-    "brown": (0.5, 0.3, 0.15),
-    "white": (0.95, 0.95, 0.95),
-    "grey": (0.5, 0.5, 0.5),
-    "black": (0.05, 0.05, 0.05),
-}
-_PALETTE_NAMES = list(PALETTE)
-_PALETTE_RGB = np.array([PALETTE[n] for n in _PALETTE_NAMES], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -75,26 +56,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def colour_name(rgb: np.ndarray) -> str:
-    """The palette name nearest to one RGB colour given in [0, 1]."""
-    distances = ((_PALETTE_RGB - np.asarray(rgb, dtype=np.float32)[None]) ** 2).sum(axis=1)
-    return _PALETTE_NAMES[int(distances.argmin())]
-
-
-def describe(image: np.ndarray) -> str:
-    """A caption for one synthetic image (3, H, W) in [-1, 1]: the colour of its centre and of its corners."""
-    rgb = (image + 1.0) / 2.0
-    h, w = rgb.shape[1:]
-    corners = np.stack([rgb[:, 0, 0], rgb[:, 0, w - 1], rgb[:, h - 1, 0], rgb[:, h - 1, w - 1]])
-    centre = rgb[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(3, -1)
-    # The centre's most common named colour is the shape more often than its mean would be.
-    names = [colour_name(px) for px in centre[:, :: max(1, centre.shape[1] // 64)].T]
-    # Ties go to the name sampled first: iterating a set of strings follows the per-process hash seed, which made
-    # captions, and so the whole pre-trained model, differ from one build to the next.
-    subject = Counter(names).most_common(1)[0][0]
-    return f"a {subject} shape on a {colour_name(corners.mean(axis=0))} background"
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ It stands in for Pick-a-Pic v2 where the hub cannot be reached, so the Diffusion
 BalancedDPO's relabelling of the same pairs run end to end on the CPU (the tiny experiment, `make test`).
 
 - Captions have the shape the tiny pre-trained model was trained on: "a red shape on a blue background", from the
-  pre-training palette (`pipeline.models.pretrain.PALETTE`), so tuning on them moves generation for its prompts.
+  pre-training palette (`pipeline.models.synthetic.PALETTE`), so tuning on them moves generation for its prompts.
 - Each caption gets `images_per_caption` images: a circle or square on a two-colour gradient. Colours are the
   caption's own, shifted a little, or, with probability `off_caption`, another palette colour; shape size and
   position vary.
@@ -38,7 +38,7 @@ import pyarrow as pa
 from PIL import Image
 
 from pipeline.io import write_parquet_atomic, write_text_atomic
-from pipeline.models.pretrain import PALETTE
+from pipeline.models.synthetic import PALETTE
 
 SPLITS = ("train", "test")
 

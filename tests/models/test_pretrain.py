@@ -14,7 +14,8 @@ from diffusers import DiffusionPipeline
 
 from pipeline.config import GenerationSection
 from pipeline.models.diffusion import generate
-from pipeline.models.pretrain import PretrainSettings, colour_name, describe, pretrain_unet, training_target
+from pipeline.models.pretrain import PretrainSettings, pretrain_unet, training_target
+from pipeline.models.synthetic import colour_name, describe
 from pipeline.models.zoo import (
     build_pretrained_tiny_pipeline,
     ensure_tiny_pipeline,
@@ -43,7 +44,7 @@ def test_colour_names_and_captions_describe_the_image():
 def test_captions_do_not_depend_on_the_hash_seed():
     """A colour tie in the centre was broken by set order, which follows PYTHONHASHSEED: builds differed."""
     code = (
-        "from pipeline.models.pretrain import describe; from pipeline.models.synthetic import synthetic_images;"
+        "from pipeline.models.synthetic import describe, synthetic_images;"
         "print([describe(im) for im in synthetic_images(64, size=32, seed=4321)])"
     )
     runs = {
@@ -69,6 +70,7 @@ def test_training_target_is_noise_or_velocity():
     assert training_target(sd15.scheduler, x0, noise, t) is noise
 
 
+@pytest.mark.train  # runs the pre-training loop
 def test_short_pretraining_lowers_the_denoising_loss():
     pipe = DiffusionPipeline.from_pretrained(ensure_tiny_pipeline("sd15"))
     summary = pretrain_unet(pipe, SHORT)
@@ -76,6 +78,7 @@ def test_short_pretraining_lowers_the_denoising_loss():
     assert not any(p.requires_grad for p in pipe.unet.parameters())
 
 
+@pytest.mark.train  # runs the pre-training loop
 def test_pretraining_pins_its_threads_so_the_callers_count_does_not_matter():
     """The same weights whatever torch thread count the caller runs with (1 and 2 threads used to differ)."""
     states, before = [], torch.get_num_threads()
@@ -91,6 +94,7 @@ def test_pretraining_pins_its_threads_so_the_callers_count_does_not_matter():
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.train  # runs the pre-training loop
 def test_pretrained_model_saves_and_reloads_like_a_hub_model(tmp_path):
     built = build_pretrained_tiny_pipeline("sd15", tmp_path / "pre", SHORT)
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "pre")
