@@ -1,8 +1,8 @@
 """Stage 1 on real Ray: the Python API, the script, `ray job submit`, resume after a kill, a killed worker, errors.
 
 One `ray start --head` cluster on 127.0.0.1 (unique ports and temp dir) serves the whole module: this process
-connects to it, and the subprocess runs connect through RAY_ADDRESS. The script test without RAY_ADDRESS starts its
-own local Ray, as a user's laptop run does. Processes are stopped by the pid of the `ray start --block` we launched.
+connects to it, and the subprocess runs connect through RAY_ADDRESS. The resumed script run, without RAY_ADDRESS,
+starts its own local Ray, as a user's laptop run does. Processes are stopped by the pid of the `ray start --block` we launched.
 """
 
 from __future__ import annotations
@@ -323,25 +323,42 @@ def test_a_killed_ray_worker_still_yields_every_row_exactly_once(cluster, tmp_pa
     assert len(ids) == len(set(ids)) == out.n_rows == 12
 
 
-def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(cluster, tmp_path):
-    """Baseline: the script with its own local Ray. Then a run on the cluster, SIGKILLed after its first file,
-    restarted: it must end with exactly the baseline's rows, byte for byte."""
-    local_env = {k: v for k, v in cluster.env.items() if k != "RAY_ADDRESS"}
-    baseline = subprocess.run(
-        _script("configs/tiny.yaml", tmp_path / "baseline"),
-        cwd=ROOT,
-        env=local_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert baseline.returncode == 0, baseline.stderr[-3000:]
-    assert "12 new images (0 already there)" in baseline.stdout
+def test_ray_job_submit_then_the_script_killed_halfway_and_resumed_locally_ends_with_its_rows(
+    cluster, tmp_path
+):
+    """The command users run on a cluster, with the shipped config's real (tiny) scorers. Then the script on the
+    same cluster, SIGKILLed after its first file, and restarted on its own local Ray (as on a laptop): it must end
+    with exactly the submitted job's images, byte for byte up to float rounding."""
+    submitted = tmp_path / "job"
+    args = [a for a in SCRIPT_ARGS if not a.startswith("--set=scoring.scorers")]
+    # Hidden directories (.venv, .git, other tools' outputs) are not the project; Ray only reads .gitignore.
+    excludes = json.dumps({"excludes": [".[a-zA-Z_]*", "runs"]})
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={cluster.dashboard}", "--working-dir=."]
+    cmd += [f"--runtime-env-json={excludes}"]
+    cmd += [
+        "--",
+        "python",
+        "pipeline/score.py",
+        "--config=configs/tiny.yaml",
+        f"--out-dir={submitted}",
+        *args,
+    ]
+    job = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    assert "succeeded" in job.stdout and "12 new images (0 already there)" in job.stdout
+    expected = read_rows(submitted / "candidates")
+    assert expected.num_rows == 12 and len(set(expected.column("image_id").to_pylist())) == 12
+    metrics = [s.name for s in load_config("configs/tiny.yaml").scoring.scorers]
+    assert expected.schema == candidates_schema(metrics) and len(metrics) >= 3
+    for name in metrics:
+        assert np.isfinite(expected.column(f"score_{name}").to_numpy()).all()
 
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address}
     out_dir = tmp_path / "resumed"
     cmd = _script("configs/tiny.yaml", out_dir)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    on_cluster = {**cluster.env, "RAY_ADDRESS": cluster.address}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=on_cluster, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     candidates = out_dir / "candidates"
     deadline = time.time() + 240
     while not list(candidates.glob("part-*.parquet")) and proc.poll() is None and time.time() < deadline:
@@ -351,11 +368,11 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
     partial = len(read_rows(candidates)) if list(candidates.glob("part-*.parquet")) else 0
     assert 0 < partial < 12, f"the kill did not land halfway ({partial} of 12 rows written)"
 
-    resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    local = {k: v for k, v in cluster.env.items() if k != "RAY_ADDRESS"}
+    resumed = subprocess.run(cmd, cwd=ROOT, env=local, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{12 - partial} new images ({partial} already there)" in resumed.stdout
     assert "[score] 12 candidates" in resumed.stdout
-    expected = read_rows(tmp_path / "baseline" / "candidates")
     got = read_rows(candidates)
     assert got.column("image_id").equals(expected.column("image_id"))
     # The resumed run batches the remaining items differently: equal up to float rounding (tests/helpers/numerics.py).
@@ -364,23 +381,3 @@ def test_script_killed_halfway_resumes_to_the_rows_of_an_uninterrupted_run(clust
         np.stack(got.column("latent").to_numpy(zero_copy_only=False)),
         np.stack(expected.column("latent").to_numpy(zero_copy_only=False)),
     )
-
-
-def test_ray_job_submit_against_a_head_node(cluster, tmp_path):
-    """The command users run on a cluster, with the shipped config's real (tiny) scorers."""
-    out_dir = tmp_path / "job"
-    args = [a for a in SCRIPT_ARGS if not a.startswith("--set=scoring.scorers")]
-    # Hidden directories (.venv, .git, other tools' outputs) are not the project; Ray only reads .gitignore.
-    excludes = json.dumps({"excludes": [".[a-zA-Z_]*", "runs"]})
-    cmd = [str(BIN / "ray"), "job", "submit", f"--address={cluster.dashboard}", "--working-dir=."]
-    cmd += [f"--runtime-env-json={excludes}"]
-    cmd += ["--", "python", "pipeline/score.py", "--config=configs/tiny.yaml", f"--out-dir={out_dir}", *args]
-    job = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
-    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-    assert "succeeded" in job.stdout
-    rows = read_rows(out_dir / "candidates")
-    assert rows.num_rows == 12 and len(set(rows.column("image_id").to_pylist())) == 12
-    metrics = [s.name for s in load_config("configs/tiny.yaml").scoring.scorers]
-    assert rows.schema == candidates_schema(metrics) and len(metrics) >= 3
-    for name in metrics:
-        assert np.isfinite(rows.column(f"score_{name}").to_numpy()).all()
