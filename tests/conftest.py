@@ -19,6 +19,25 @@ from helpers.configs import ROOT, run_config
 from helpers.small_demo import DemoRun, run_small_demo
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores: workers × torch threads must not exceed them.
+
+    `make test` runs two workers on a two-core machine. Each worker's torch (and every child process and Ray worker
+    it starts, which inherit OMP_NUM_THREADS) would otherwise use every core, and oversubscribed OpenMP threads
+    spin against each other: `tests/trainer` under two workers took 302 and 253 s with every thread and 98 and 93 s
+    with one, alternating (docs/development.md). A test comparing two runs gives both the same count
+    (test_train_resume passes the worker's own to its child processes). An OMP_NUM_THREADS set by the caller is kept.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // int(workerinput["workercount"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _run_from_repo_root(monkeypatch):
     """Configs name files relative to the project root, as the README's commands do."""
