@@ -47,7 +47,7 @@ browser:
 test: $(STAMP) browser
 	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -n 2 --dist worksteal -q tests
 
-# The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training.
+# The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training loop.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ray and not train" -n 2 --dist worksteal -q tests
 
