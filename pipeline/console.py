@@ -16,12 +16,13 @@ Both also go to the log, so the log holds everything. Without a session (the Pyt
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -141,20 +142,18 @@ def _configure_logging(log_file: Path, verbose: bool) -> logging.Handler:
     return handler
 
 
-def quiet_libraries() -> None:
-    """Loading bars that say nothing a user needs (they still reach the log in verbose mode)."""
-    try:
-        from diffusers.utils import logging as diffusers_logging
+def quiet_libraries(only_loaded: bool = False) -> None:
+    """Loading bars of diffusers and transformers say nothing a user needs (verbose mode keeps them in the log).
 
-        diffusers_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    `only_loaded`: silence only a library this process has already imported. Importing diffusers just to silence
+    it costs about 3 s of CPU, paid by every process that never loads a diffusers model (the stage-1 command line,
+    each scoring actor).
+    """
+    for library in ("diffusers", "transformers"):
+        if only_loaded and library not in sys.modules:
+            continue
+        with suppress(ImportError):
+            importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
 
 
 def _console_stream() -> tuple[TextIO, bool]:
@@ -188,7 +187,7 @@ def console_session(run_dir: str | Path, command: str, verbose: bool = False) ->
     log_stream = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
     handler = _configure_logging(log_file, verbose)
     if not verbose:
-        quiet_libraries()
+        quiet_libraries(only_loaded=True)  # a later import's bars go to the log, as everything else does
         os.dup2(log_stream.fileno(), 1)
         os.dup2(log_stream.fileno(), 2)
     _session = _Session(console=console, log_path=log_file, interactive=interactive)

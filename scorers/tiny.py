@@ -1,7 +1,7 @@
 """The two weight conventions besides real checkpoints: `pretrained: tiny` and `pretrained: random-full`.
 
 - `tiny`: a small random-weight model of the scorer's own architecture family, built once with a fixed seed,
-  written to the local cache (`pipeline.models.zoo.cache_root()/scorers/…`) in the same file layout as the real
+  written to the local cache (`pipeline.models.refs.cache_root()/scorers/…`) in the same file layout as the real
   checkpoint, and then loaded back through the same loader as real weights. The embedded default uses these.
 - `random-full`: the full-size architecture with random weights, built in memory with no download, for GPU
   throughput and memory checks.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.io import build_once
-from pipeline.models.zoo import cache_root
+from pipeline.models.refs import cache_root
 
 TINY = "tiny"
 RANDOM_FULL = "random-full"

@@ -21,7 +21,7 @@ def is_embedded(ref: str) -> bool:
 
 
 def embedded_dir() -> Path:
-    from pipeline.models.zoo import cache_root
+    from pipeline.models.refs import cache_root
 
     return cache_root() / "data" / f"tiny-pickapic-v{VERSION}"
 

@@ -2,6 +2,7 @@
 
 Owns every model reference the project accepts (a hub id, a local diffusers directory, `tiny/<family>`,
 `tiny/<family>-pretrained`) and the one way to load it. Modules:
+- `refs`: the names alone (families, hub ids, `tiny/...`, the cache directory), importing no model library;
 - `zoo`: `resolve_pretrained`, `detect_family`, and the embedded tiny models (built once into the local cache);
 - `diffusion`: `load_pipeline` and `generate` (images together with their final latents);
 - `architectures`: tiny and full-size architectures of SD1.5, SD2.1 and SDXL with random weights;

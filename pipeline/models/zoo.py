@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,20 +29,27 @@ from pathlib import Path
 import torch
 
 from pipeline.io import atomic_directory, build_once
-from pipeline.models.architectures import ARCHITECTURES, FAMILIES, HUB_IDS, Family, build_random_pipeline
+from pipeline.models.architectures import ARCHITECTURES, build_random_pipeline
 from pipeline.models.clip_tokenizer import write_clip_tokenizer
 from pipeline.models.pretrain import PretrainSettings, pretrain_unet, torch_threads
+from pipeline.models.refs import (
+    HUB_IDS,
+    PRETRAINED_FAMILIES,
+    Family,
+    cache_root,
+    is_tiny,
+    parse_tiny,
+    tiny_family,
+    tiny_models,
+)
 from pipeline.models.synthetic import synthetic_images
 
 # Bump when the tiny builder changes, so stale caches are rebuilt instead of silently reused.
 TINY_BUILD_VERSION = 1
 TINY_SEED = 0
-TINY_PREFIX = "tiny/"
-PRETRAINED_SUFFIX = "-pretrained"
 # Bump when pipeline/models/pretrain.py changes what it trains, for the same reason (3: captions no longer depend on the
 # process's hash seed; 4: training runs with a pinned thread count, and the sd15 model is committed).
 PRETRAIN_VERSION = 4
-PRETRAINED_FAMILIES: tuple[Family, ...] = ("sd15", "sd21")
 # Pre-trained models whose weights are committed (built once by `build_committed`, never pre-trained on use).
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 COMMITTED: dict[Family, str] = {"sd15": "tiny-sd15-pretrained"}
@@ -55,36 +61,6 @@ TOKENIZER_DIRS = ("tokenizer", "tokenizer_2")
 
 class WeightsError(RuntimeError):
     """Committed weights are missing or do not match their recorded sha256; the message names the file."""
-
-
-def cache_root() -> Path:
-    """Where built models live: $BDPO_CACHE, else ~/.cache/balanced_dpo."""
-    return Path(os.environ.get("BDPO_CACHE", Path.home() / ".cache" / "balanced_dpo"))
-
-
-def is_tiny(ref: str) -> bool:
-    return ref.startswith(TINY_PREFIX)
-
-
-def tiny_models() -> list[str]:
-    """Every embedded model reference."""
-    return [TINY_PREFIX + f for f in FAMILIES] + [
-        TINY_PREFIX + f + PRETRAINED_SUFFIX for f in PRETRAINED_FAMILIES
-    ]
-
-
-def parse_tiny(ref: str) -> tuple[Family, bool]:
-    """`tiny/sd15` → ("sd15", False); `tiny/sd15-pretrained` → ("sd15", True)."""
-    if ref not in tiny_models():
-        raise ValueError(f"unknown tiny model {ref!r}; choose one of {tiny_models()}")
-    name = ref[len(TINY_PREFIX) :]
-    pretrained = name.endswith(PRETRAINED_SUFFIX)
-    family = name[: -len(PRETRAINED_SUFFIX)] if pretrained else name
-    return family, pretrained  # type: ignore[return-value]
-
-
-def tiny_family(ref: str) -> Family:
-    return parse_tiny(ref)[0]
 
 
 def resolve_pretrained(ref: str) -> str:

@@ -32,7 +32,7 @@ KINDS = ("lora", "unet", "pipeline")
 
 def hub_base_model(ref: str) -> str | None:
     """The base model as the hub names it, or None for an embedded tiny model or a local directory."""
-    from pipeline.models.zoo import is_tiny
+    from pipeline.models.refs import is_tiny
 
     if is_tiny(ref) or ref.startswith((".", "/", "~")) or Path(ref).expanduser().exists():
         return None

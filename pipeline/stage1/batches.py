@@ -169,8 +169,11 @@ class ScoreBatch:
     ) -> None:
         if on_error not in ("fail", "quarantine"):
             raise ValueError(f"on_error must be 'fail' or 'quarantine', got {on_error!r}")
+        if scorer_factory is None:
+            import scorers  # noqa: F401 - the built-in scorers' libraries, loaded before they are silenced
+
         if quiet:
-            quiet_libraries()
+            quiet_libraries(only_loaded=True)  # scorers use transformers, not diffusers
         factory = scorer_factory or default_scorer_factory
         self.on_error = on_error
         self.scorers = [(spec.name, factory(spec)) for spec in specs]

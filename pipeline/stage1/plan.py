@@ -154,7 +154,7 @@ def _looks_local(ref: str) -> bool:
 def model_reference_problem(ref: str) -> str | None:
     """Why a model reference cannot load, when that is visible without loading it (hub ids are not checked)."""
     if ref.startswith("tiny/"):
-        from pipeline.models.zoo import parse_tiny
+        from pipeline.models.refs import parse_tiny
 
         try:
             parse_tiny(ref)

@@ -117,7 +117,9 @@ def build_dataset(
 
     gen, scoring = cfg.generation, cfg.scoring
     step = gen.batch_size
-    ds = ray.data.from_arrow([items.slice(i, step) for i in range(0, items.num_rows, step)])
+    # One block per batch, described here: `from_arrow` would describe each block in a Ray task, which costs a
+    # fresh worker process per call.
+    ds = ray.data.from_blocks([items.slice(i, step) for i in range(0, items.num_rows, step)])
     if generating:
         ds = ds.map_batches(
             GenerateBatch,

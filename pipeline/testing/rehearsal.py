@@ -29,7 +29,8 @@ from PIL import Image
 
 from pipeline.config import RunConfig, derive_config, load_config
 from pipeline.io import read_manifest
-from pipeline.models.zoo import TINY_PREFIX, detect_family
+from pipeline.models.refs import TINY_PREFIX
+from pipeline.models.zoo import detect_family
 from pipeline.paths import RunPaths, table_files
 
 # Small enough for ~40 s per config on two CPU cores, large enough that the four-metric vote keeps pairs.

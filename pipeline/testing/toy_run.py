@@ -20,7 +20,8 @@ from PIL import Image
 
 from pipeline.config import GenerationSection, ModelSection
 from pipeline.io import write_parquet_atomic
-from pipeline.models.zoo import TINY_BUILD_VERSION, cache_root
+from pipeline.models.refs import cache_root
+from pipeline.models.zoo import TINY_BUILD_VERSION
 from pipeline.schema import (
     candidates_schema,
     make_image_id,

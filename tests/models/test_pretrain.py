@@ -15,11 +15,11 @@ from diffusers import DiffusionPipeline
 from pipeline.config import GenerationSection
 from pipeline.models.diffusion import generate
 from pipeline.models.pretrain import PretrainSettings, pretrain_unet, training_target
+from pipeline.models.refs import parse_tiny
 from pipeline.models.synthetic import colour_name, describe
 from pipeline.models.zoo import (
     build_pretrained_tiny_pipeline,
     ensure_tiny_pipeline,
-    parse_tiny,
     resolve_pretrained,
     tiny_dir,
 )
