@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipeline.config import PromptsSection, RunConfig, ScorerSpec
 from pipeline.data.prompts import PromptSet, load_prompts, prompts_from_strings
 from pipeline.io import write_manifest, write_parquet_atomic
+from pipeline.models.refs import is_tiny, parse_tiny
 from pipeline.paths import RunPaths, part_name
 from pipeline.schema import SeedScheme, make_image_id, noise_seed
 from pipeline.stage1.errors import Stage1Error
@@ -153,9 +154,7 @@ def _looks_local(ref: str) -> bool:
 
 def model_reference_problem(ref: str) -> str | None:
     """Why a model reference cannot load, when that is visible without loading it (hub ids are not checked)."""
-    if ref.startswith("tiny/"):
-        from pipeline.models.refs import parse_tiny
-
+    if is_tiny(ref):
         try:
             parse_tiny(ref)
         except ValueError as exc:
