@@ -2,11 +2,11 @@
 
     python benchmarks/bench_stage1.py                      # tiny models on CPU (configs/tiny.yaml)
     python benchmarks/bench_stage1.py --full-size          # full-size random-weight SD1.5 + scorers, on a GPU
-    python benchmarks/bench_stage1.py --layouts chained separate --workers 1 2
+    python benchmarks/bench_stage1.py --layouts fused chained separate --workers 1 2
 
 Both sides run the same `GenerateBatch` / `ScoreBatch` callables and write through the same `CandidateStore`, so
 the difference is Ray's: scheduling, object transfers, and the overlap of generation with scoring in separate
-actors. Two figures each: end-to-end images/s (model loading included) and steady images/s (from the first
+actors (`fused`: both in one actor, no overlap, one process start-up fewer). Two figures each: end-to-end images/s (model loading included) and steady images/s (from the first
 batch written to the last, loading left out). Ray's own start-up is reported separately.
 """
 
@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="images per prompt")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's)")
     parser.add_argument(
-        "--layouts", nargs="*", default=["chained", "separate"], choices=["chained", "separate"]
+        "--layouts",
+        nargs="*",
+        default=["fused", "chained", "separate"],
+        choices=["fused", "chained", "separate"],
     )
     parser.add_argument("--workers", nargs="+", type=int, default=[1], help="generation actors to try")
     parser.add_argument("--skip-sequential", action="store_true")

@@ -135,8 +135,10 @@ class ScorerSpec(Section):
 class ScoringSection(Section):
     scorers: list[ScorerSpec] = Field(default_factory=list)
     on_error: Literal["fail", "quarantine"] = "fail"
-    # One actor per scorer pool, or all scorers chained inside one actor.
-    layout: Literal["chained", "separate"] = "chained"
+    # chained: every scorer in one scoring actor; separate: one pool per scorer; fused: the scorers inside each
+    # generation actor, one process per generation worker (the fewest start-ups on one machine; relabel mode, where
+    # nothing is generated, scores as chained).
+    layout: Literal["chained", "separate", "fused"] = "chained"
     num_workers: int = Field(1, ge=1)
 
     @field_validator("scorers")

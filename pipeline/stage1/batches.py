@@ -1,6 +1,6 @@
-"""The work of stage 1 as plain callables on batches: generate images, score them.
+"""The work of stage 1 as plain callables on batches: generate images, score them, or both in one process.
 
-No Ray here. `GenerateBatch` and `ScoreBatch` load their models once in `__init__` and map one batch to the next
+No Ray here. `GenerateBatch`, `ScoreBatch` and `GenerateAndScoreBatch` load their models once in `__init__` and map one batch to the next
 (a dict of column arrays, or a pyarrow Table, in; a pyarrow Table out), so tests call them directly and
 `pipeline.stage1.ray_plan` wraps them in Ray actor pools. Tables are returned rather than dicts of numpy arrays so the
 column types (binary PNGs, list<float32> latents) are exactly those of `pipeline.schema`.
@@ -254,6 +254,31 @@ class ScoreBatch:
                 message = f"scorer {name!r}: {type(exc).__name__}: {exc}"
                 errors[i] = message if errors[i] is None else f"{errors[i]}; {message}"
         return scores
+
+
+class GenerateAndScoreBatch:
+    """`scoring.layout: fused`: each batch generated, then scored by every scorer, in the same process.
+
+    One process per call loads the generator and the scorers: on one machine that is one start-up fewer than a
+    generation actor and a scoring actor (each imports torch and its model libraries before its first batch), and
+    the PNGs are not shipped between processes. The scorers see one generation batch at a time (each splits it by
+    its own `batch_size`), where a chained scoring actor would see batches of the largest scorer batch size.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model_refs: Mapping[str, ModelRef] | None = None,
+        scorer_factory: ScorerFactory | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.generate = GenerateBatch(cfg, device=device, model_refs=model_refs)
+        self.score = ScoreBatch(
+            cfg.scoring.scorers, cfg.scoring.on_error, scorer_factory, quiet=not cfg.run.verbose
+        )
+
+    def __call__(self, batch: Mapping[str, Any] | pa.Table) -> pa.Table:
+        return self.score(self.generate(batch))
 
 
 def _checked(name: str, scores: Any, expected: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The plan is one Ray Data pipeline: work items → `GenerateBatch` actor pool (skipped in relabel mode) → one
 `ScoreBatch` pool with every scorer chained, or one pool per scorer (`scoring.layout: separate`) → batches
-streamed back to this process, where `CandidateStore` writes them. Ray Data restarts a killed actor and re-runs
+streamed back to this process, where `CandidateStore` writes them. `scoring.layout: fused` puts the scorers inside
+the generation actors (`GenerateAndScoreBatch`): one pool, one process per worker. Ray Data restarts a killed actor and re-runs
 its task; the store drops rows it has already written, so every image lands exactly once.
 """
 
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, ScorerSpec
 from pipeline.console import Progress
-from pipeline.stage1.batches import GenerateBatch, ScoreBatch, ScorerFactory
+from pipeline.stage1.batches import GenerateAndScoreBatch, GenerateBatch, ScoreBatch, ScorerFactory
 from pipeline.stage1.errors import find_stage1_error
 from pipeline.stage1.plan import InputError, ModelRef
 from pipeline.stage1.store import CandidateStore
@@ -87,16 +88,39 @@ def check_resources(cfg: RunConfig, generating: bool) -> None:
     )
 
 
+def _fused(cfg: RunConfig, generating: bool) -> bool:
+    """Scorers inside the generation actors: `layout: fused` when there is a generation pool to hold them."""
+    return generating and cfg.scoring.layout == "fused" and bool(cfg.scoring.scorers)
+
+
+def _scoring_pools(cfg: RunConfig, generating: bool) -> list[list[ScorerSpec]]:
+    """The scorer groups that get a pool of their own (none when fused into generation; `scoring.num_workers`
+    actors each)."""
+    specs = list(cfg.scoring.scorers)
+    if not specs or _fused(cfg, generating):
+        return []
+    return [[s] for s in specs] if cfg.scoring.layout == "separate" else [specs]
+
+
+def _pool_gpus(gpus: float) -> float:
+    """A fraction of one GPU may be shared; more than one is whole GPUs."""
+    return gpus if gpus <= 1 else math.ceil(gpus)
+
+
+def _fused_actor_gpus(cfg: RunConfig) -> float:
+    return _pool_gpus(cfg.generation.num_gpus + sum(s.num_gpus for s in cfg.scoring.scorers))
+
+
 def _gpus_needed(cfg: RunConfig, generating: bool) -> float:
-    specs = cfg.scoring.scorers
-    pools = [specs] if cfg.scoring.layout == "chained" else [[s] for s in specs]
-    per_pool = [sum(s.num_gpus for s in group) for group in pools if group]
-    score = sum(g if g <= 1 else math.ceil(g) for g in per_pool) * cfg.scoring.num_workers
-    return score + (cfg.generation.num_workers * cfg.generation.num_gpus if generating else 0.0)
+    gen = cfg.generation
+    if _fused(cfg, generating):
+        return gen.num_workers * _fused_actor_gpus(cfg)
+    score = sum(_pool_gpus(sum(s.num_gpus for s in g)) for g in _scoring_pools(cfg, generating))
+    return score * cfg.scoring.num_workers + (gen.num_workers * gen.num_gpus if generating else 0.0)
 
 
 def _actors_needed(cfg: RunConfig, generating: bool) -> int:
-    pools = (1 if cfg.scoring.layout == "chained" else len(cfg.scoring.scorers)) if cfg.scoring.scorers else 0
+    pools = len(_scoring_pools(cfg, generating))
     return (cfg.generation.num_workers if generating else 0) + pools * cfg.scoring.num_workers
 
 
@@ -108,7 +132,8 @@ def build_dataset(
     model_refs: Mapping[str, ModelRef],
     scorer_factory: ScorerFactory | None,
 ):
-    """The Ray Data plan: work items → GenerateBatch pool → ScoreBatch pool(s). Lazy until iterated.
+    """The Ray Data plan: work items → GenerateBatch pool → ScoreBatch pool(s), or one GenerateAndScoreBatch
+    pool (`layout: fused`). Lazy until iterated.
 
     `model_refs`: model tag → reference; the items' `model` column picks one per row.
     """
@@ -120,6 +145,19 @@ def build_dataset(
     # One block per batch, described here: `from_arrow` would describe each block in a Ray task, which costs a
     # fresh worker process per call.
     ds = ray.data.from_blocks([items.slice(i, step) for i in range(0, items.num_rows, step)])
+    if _fused(cfg, generating):
+        return ds.map_batches(
+            GenerateAndScoreBatch,
+            fn_constructor_kwargs={
+                "cfg": cfg,
+                "model_refs": dict(model_refs),
+                "scorer_factory": scorer_factory,
+            },
+            batch_size=step,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=gen.num_workers),
+            num_gpus=_fused_actor_gpus(cfg),
+        )
     if generating:
         ds = ds.map_batches(
             GenerateBatch,
@@ -129,11 +167,7 @@ def build_dataset(
             compute=ActorPoolStrategy(size=gen.num_workers),
             num_gpus=gen.num_gpus,
         )
-    specs = list(scoring.scorers)
-    if not specs:
-        return ds
-    groups = [specs] if scoring.layout == "chained" else [[s] for s in specs]
-    for group in groups:
+    for group in _scoring_pools(cfg, generating):
         gpus = sum(s.num_gpus for s in group)
         ds = ds.map_batches(
             ScoreBatch,
@@ -146,7 +180,7 @@ def build_dataset(
             batch_size=max(s.batch_size for s in group),
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=scoring.num_workers),
-            num_gpus=gpus if gpus <= 1 else math.ceil(gpus),
+            num_gpus=_pool_gpus(gpus),
         )
     return ds
 

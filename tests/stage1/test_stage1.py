@@ -18,7 +18,14 @@ from PIL import Image
 from pipeline.paths import RunPaths
 from pipeline.schema import candidates_schema, make_image_id, make_prompt_id, noise_seed
 from pipeline.stage1 import ScoringError, Stage1Error
-from pipeline.stage1.batches import ERROR_COLUMN, GenerateBatch, ScoreBatch
+from pipeline.stage1.batches import (
+    ERROR_COLUMN,
+    GEN_SECONDS,
+    SCORE_SECONDS,
+    GenerateAndScoreBatch,
+    GenerateBatch,
+    ScoreBatch,
+)
 from pipeline.stage1.plan import chunk_by_model, plan_items
 from pipeline.stage1.store import CandidateStore
 
@@ -133,6 +140,18 @@ def test_chained_scores_match_each_scorer_alone(cfg, generated):
     expected = [np.asarray(im, dtype=np.float32).mean() / 255 for im in images]
     np.testing.assert_allclose(chained.column("score_brightness").to_numpy(), expected, rtol=1e-6)
     assert chained.column(ERROR_COLUMN).null_count == table.num_rows
+
+
+def test_fused_generation_and_scoring_give_the_rows_of_both_steps(cfg, generated):
+    """`scoring.layout: fused` is the two steps in one process: the same images, latents, scores and errors."""
+    items, table = generated
+    batch = {k: np.asarray(v) for k, v in items.items()}
+    fused = GenerateAndScoreBatch(cfg, scorer_factory=make_scorer)(batch)
+    two_steps = ScoreBatch(cfg.scoring.scorers, scorer_factory=make_scorer)(table)
+    timings = {GEN_SECONDS, SCORE_SECONDS}
+    assert fused.column_names == two_steps.column_names
+    assert fused.drop_columns(list(timings)).equals(two_steps.drop_columns(list(timings)))
+    assert all(v > 0 for v in fused.column(SCORE_SECONDS).to_pylist())
 
 
 def test_failing_scorer_fails_loudly_naming_prompt_ids(cfg, generated):

@@ -195,12 +195,36 @@ def test_the_cli_reports_a_config_error_in_one_line(tmp_path, capsys):
     assert err.startswith("score: ") and "generation.height" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("layout", "generating", "actors", "gpus"),
+    [
+        ("chained", True, 1 + 2, 1 * 0.5 + 2 * 0.5),  # 1 generation actor + 2 workers of one chained pool
+        ("separate", True, 1 + 2 * 2, 1 * 0.5 + 2 * (0.25 + 0.25)),  # + 2 workers of each scorer's pool
+        ("fused", True, 1, 1 * (0.5 + 0.5)),  # the scorers inside the one generation actor
+        ("fused", False, 2, 2 * 0.5),  # relabel mode: nothing generated, so one chained pool
+    ],
+)
+def test_the_actor_pools_each_layout_asks_ray_for(tmp_path, layout, generating, actors, gpus):
+    from pipeline.stage1 import ray_plan
+
+    scorers = "[{name: brightness, num_gpus: 0.25}, {name: redness, num_gpus: 0.25}]"
+    cfg = tiny_config(
+        tmp_path,
+        f"scoring.layout={layout}",
+        f"scoring.scorers={scorers}",
+        "scoring.num_workers=2",
+        "generation.num_gpus=0.5",
+    )
+    assert ray_plan._actors_needed(cfg, generating) == actors
+    assert ray_plan._gpus_needed(cfg, generating) == pytest.approx(gpus)
+
+
 def test_missing_gpus_fail_on_a_local_ray_and_wait_on_an_attached_one(tmp_path, monkeypatch):
     import ray
 
     from pipeline.stage1 import InputError, ray_plan
 
-    cfg = tiny_config(tmp_path, "generation.num_gpus=1")
+    cfg = tiny_config(tmp_path, "generation.num_gpus=1", "scoring.layout=chained")
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
     monkeypatch.setattr(ray_plan, "started_here", lambda: True)
     with pytest.raises(InputError, match=r"needs 2 CPUs and 1 GPUs .* cannot grow"):
