@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-fast test-slow tiny-default lint format bench install clean browser
+.PHONY: demo test test-fast test-e2e test-slow tiny-default lint format bench install clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,13 @@ browser:
 # The embedded default model (configs/tiny.yaml) is committed (pipeline/models/assets/): nothing is pre-trained.
 # The browser test's screenshot of a report is copied to runs/test-artifacts/report.png for people to look at.
 test: $(STAMP) browser
-	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow" -n 2 --dist worksteal -q tests
+	BDPO_TEST_ARTIFACTS=runs/test-artifacts $(PY) -m pytest -m "not slow and not e2e" -n 2 --dist worksteal -q tests
+
+# The longest end-to-end scenarios (two online rounds, the reduced experiment, ray job submit then kill and resume,
+# the SD2.1 and SDXL rehearsals): each repeats a path `make test` already runs once, at a larger scale. CI runs them
+# after `make test`.
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m "e2e and not slow" -n 2 --dist worksteal -q tests
 
 # The inner loop while editing: unit tests of the math, tables and contracts; no Ray, no training loop.
 test-fast: $(STAMP)

@@ -323,6 +323,7 @@ def test_a_killed_ray_worker_still_yields_every_row_exactly_once(cluster, tmp_pa
     assert len(ids) == len(set(ids)) == out.n_rows == 12
 
 
+@pytest.mark.e2e
 def test_ray_job_submit_then_the_script_killed_halfway_and_resumed_locally_ends_with_its_rows(
     cluster, tmp_path
 ):

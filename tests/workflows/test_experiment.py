@@ -25,7 +25,7 @@ from pipeline.testing.pickapic_synthetic import SyntheticPickapicSettings, write
 from pipeline.workflows.experiment import run_experiment
 from pipeline.workflows.parts import PartChanged
 
-pytestmark = [pytest.mark.ray, pytest.mark.train]
+pytestmark = [pytest.mark.ray, pytest.mark.train, pytest.mark.e2e]
 
 METHODS = ["balanced_dpo", "diffusion_dpo", "static_reference", "random_metric", "sum", "normalized_sum"]
 REDUCED = [

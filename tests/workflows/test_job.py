@@ -21,7 +21,7 @@ from pipeline.schema import noise_seed
 from pipeline.stage1.store import count_rows
 from pipeline.workflows.job import run_job
 
-pytestmark = [pytest.mark.ray, pytest.mark.train]
+pytestmark = [pytest.mark.ray, pytest.mark.train, pytest.mark.e2e]
 
 TINY_JOB = [*SMALL_JOB, "run.rounds=2", "train.eval_pairs=0", "vote.diagnostics=false"]
 
