@@ -14,6 +14,7 @@ From Python: `run_ablation(cfg, [Variant(...), ...]) -> AblationOutputs`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,19 +67,26 @@ def parse_variant(spec: str) -> Variant:
     return Variant(name or disk_name(strategy), strategy, overrides, "shuffle" in options)
 
 
+def pair_coins(pair_ids: list[str], seed: int) -> np.ndarray:
+    """A fair seeded coin per pair id (True: swap), independent of the order the ids come in."""
+    digests = (hashlib.blake2b(f"{seed}:{pid}".encode(), digest_size=8).digest() for pid in pair_ids)
+    return np.fromiter((d[0] & 1 == 1 for d in digests), dtype=bool, count=len(pair_ids))
+
+
 def shuffle_pair_labels(pairs_dir: Path, seed: int) -> int:
     """Placebo labels: swap winner and loser in a seeded random half of the pairs, in place; returns how many.
 
-    Votes are negated and vote counts swapped with them, so the table stays consistent with its schema.
+    Each pair's coin is drawn from the seed and its `pair_id`, so the same pairs swap whatever the row order of the
+    table (which follows the order stage 1 wrote its candidates in) or its split into files. Votes are negated and
+    vote counts swapped with them, so the table stays consistent with its schema.
     """
     files = table_files(pairs_dir)
     if not files:
         raise ValueError(f"no pairs files in {pairs_dir}")
-    rng = np.random.default_rng(seed)
     swapped = 0
     for path in files:
         table = pq.read_table(path)
-        swap = pa.array(rng.random(table.num_rows) < 0.5)
+        swap = pa.array(pair_coins(table.column("pair_id").to_pylist(), seed))
         columns = {}
         for name in table.column_names:
             col = table.column(name)

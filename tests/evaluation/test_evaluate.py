@@ -207,7 +207,8 @@ def test_shuffled_labels_swap_a_seeded_half_consistently(tmp_path):
         "configs/tiny.yaml", [f"run.output_dir={tmp_path}", "vote.diagnostics=false", "vote.min_agree=null"]
     )
     pairs_dir = run_vote(cfg)
-    before = pq.read_table(next(pairs_dir.glob("*.parquet"))).to_pandas()
+    original = pq.read_table(next(pairs_dir.glob("*.parquet")))
+    before = original.to_pandas()
     n = shuffle_pair_labels(pairs_dir, seed=0)
     after = pq.read_table(next(pairs_dir.glob("*.parquet"))).to_pandas()
     swapped = before.image_id_w != after.image_id_w
@@ -219,3 +220,15 @@ def test_shuffled_labels_swap_a_seeded_half_consistently(tmp_path):
     # The majority label now agrees with the metrics on only the unswapped pairs.
     agree = (np.sign(after[[f"vote_{m}" for m in metrics]].sum(axis=1)) > 0).mean()
     assert agree == pytest.approx(1 - n / len(before))
+
+    # The same pairs in another row order and split into two files: the same pairs swap.
+    reordered = tmp_path / "reordered"
+    backwards = original.take(list(range(original.num_rows))[::-1])
+    half = original.num_rows // 2
+    write_parquet_atomic(backwards.slice(0, half), reordered / "part-0.parquet")
+    write_parquet_atomic(backwards.slice(half), reordered / "part-1.parquet")
+    assert shuffle_pair_labels(reordered, seed=0) == n
+    again = pq.read_table(sorted(reordered.glob("*.parquet"))).to_pandas()
+    assert set(
+        again.pair_id[again.image_id_w != again.pair_id.map(before.set_index("pair_id").image_id_w)]
+    ) == set(before.pair_id[swapped])
