@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers.configs import run_config
+from helpers.configs import FUSED, run_config
 from helpers.stage1_scorers import make_scorer, pickle_by_value
 
 from pipeline.config import ModelSection
@@ -31,6 +31,7 @@ SMALL = [
     "generation.height=32",
     "generation.width=32",
     "generation.batch_size=4",
+    FUSED,
     "scoring.scorers=[{name: brightness, batch_size: 8}]",  # the training vote's only metric
     "eval.scorers=[{name: brightness, batch_size: 8}, {name: redness, batch_size: 8}]",
     "eval.seeds_per_prompt=2",

@@ -15,10 +15,16 @@ from pipeline.config import RunConfig, apply_overrides, load_config
 ROOT = Path(__file__).resolve().parents[2]
 TINY_YAML = ROOT / "configs" / "tiny.yaml"
 
+# Small runs score inside the generation actor (`scoring.layout=fused`): one process start-up per generating call
+# instead of two, where the suite's time goes (docs/development.md). `chained` runs in the shipped configs'
+# rehearsals and `separate` in tests/stage1/test_stage1_ray.py.
+FUSED = "scoring.layout=fused"
+
 # `configs/tiny.yaml` cut to the smallest whole job: random tiny models, 3 prompts × 3 candidates of 3 steps, a
 # 2-step training of 4 pairs, 2 × 2 evaluation items. The job tests and the small demo add what they check.
 SMALL_JOB = [
     "model.pretrained=tiny/sd15",
+    FUSED,
     "prompts.limit=3",
     "generation.num_candidates=3",
     "generation.num_inference_steps=3",
@@ -54,6 +60,7 @@ def tiny_config(tmp_path: Path, *overrides: str, scorers=("brightness", "redness
         "generation.width=32",
         "generation.batch_size=2",
         f"scoring.scorers={specs}",
+        FUSED,
     ]
     return run_config(tmp_path / "run", *small, *overrides, base=TINY_YAML)
 
