@@ -1,9 +1,9 @@
 """The work of stage 1 as plain callables on batches: generate images, score them, or both in one process.
 
-No Ray here. `GenerateBatch`, `ScoreBatch` and `GenerateAndScoreBatch` load their models once in `__init__` and map one batch to the next
-(a dict of column arrays, or a pyarrow Table, in; a pyarrow Table out), so tests call them directly and
-`pipeline.stage1.ray_plan` wraps them in Ray actor pools. Tables are returned rather than dicts of numpy arrays so the
-column types (binary PNGs, list<float32> latents) are exactly those of `pipeline.schema`.
+No Ray here. `GenerateBatch`, `ScoreBatch` and `GenerateAndScoreBatch` load their models once in `__init__` and
+map one batch to the next (a dict of column arrays, or a pyarrow Table, in; a pyarrow Table out), so tests call them
+directly and `pipeline.stage1.ray_plan` wraps them in Ray actor pools. Tables are returned rather than dicts of
+numpy arrays so the column types (binary PNGs, list<float32> latents) are exactly those of `pipeline.schema`.
 
 A failed score never becomes a silent NaN: with `on_error="fail"` the batch raises `ScoringError` naming the prompt
 ids; with `on_error="quarantine"` the failing rows (found by rescoring the batch one row at a time) carry their

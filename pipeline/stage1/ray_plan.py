@@ -3,8 +3,8 @@
 The plan is one Ray Data pipeline: work items → `GenerateBatch` actor pool (skipped in relabel mode) → one
 `ScoreBatch` pool with every scorer chained, or one pool per scorer (`scoring.layout: separate`) → batches
 streamed back to this process, where `CandidateStore` writes them. `scoring.layout: fused` puts the scorers inside
-the generation actors (`GenerateAndScoreBatch`): one pool, one process per worker. Ray Data restarts a killed actor and re-runs
-its task; the store drops rows it has already written, so every image lands exactly once.
+the generation actors (`GenerateAndScoreBatch`): one pool, one process per worker. Ray Data restarts a killed actor
+and re-runs its task; the store drops rows it has already written, so every image lands exactly once.
 """
 
 from __future__ import annotations
