@@ -6,8 +6,9 @@
 
 Both sides run the same `GenerateBatch` / `ScoreBatch` callables and write through the same `CandidateStore`, so
 the difference is Ray's: scheduling, object transfers, and the overlap of generation with scoring in separate
-actors (`fused`: both in one actor, no overlap, one process start-up fewer). Two figures each: end-to-end images/s (model loading included) and steady images/s (from the first
-batch written to the last, loading left out). Ray's own start-up is reported separately.
+actors (`fused`: both in one actor, no overlap, one process start-up fewer). Two figures each: end-to-end images/s
+(model loading included) and steady images/s (from the first batch written to the last, loading left out). Ray's
+own start-up is reported separately.
 """
 
 from __future__ import annotations
