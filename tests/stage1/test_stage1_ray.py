@@ -306,11 +306,10 @@ def test_a_killed_ray_worker_still_yields_every_row_exactly_once(cluster, tmp_pa
     while pid is None and time.time() < deadline and runner.is_alive():
         if list(candidates.glob("part-*.parquet")):
             actors = list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")])
-            gens = [a for a in actors if "Generate" in a.class_name]
+            # The small runs' fused layout: the scorers live in the generation actor. (Actors of the module's
+            # earlier tests may still be listed as alive on this shared cluster.)
+            gens = [a for a in actors if "GenerateAndScoreBatch" in a.class_name]
             if gens:
-                # The small runs' fused layout: the scorers live in the generation actor, no scoring pool.
-                assert "GenerateAndScoreBatch" in gens[0].class_name
-                assert not [a for a in actors if "MapBatches(ScoreBatch)" in a.class_name]
                 written_at_kill = read_rows(candidates).num_rows
                 pid = gens[0].pid
                 # The restarted actor gets its constructor arguments (Ray Data's serialized UDF and context) from
